@@ -1,0 +1,142 @@
+"""The command line: ``deepseek-ray run|search|train|export|serve|validate|schema|datasets``.
+
+Every stage command reads the experiment file and the previous stage's artifact in the run folder.
+Ray is embedded (started here, stopped on exit) unless ``--address`` or ``RAY_ADDRESS`` names a
+cluster, as under ``ray job submit``. Ray's own log lines stay hidden unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .config import ConfigError, json_schema, load
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set train.epochs=2`` → ``{'train.epochs': 2}`` (values parsed as YAML)."""
+    parsed = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError("--set", [f"{pair!r}: expected KEY=VALUE, e.g. train.epochs=2"])
+        key, value = pair.split("=", 1)
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepseek-ray", description="AutoML on Ray: search, train, export, serve.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, with_file: bool = True, with_ray: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if with_file:
+            sub.add_argument("file", type=Path, help="experiment file (YAML)")
+            sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a key of the file, e.g. --set train.epochs=2 (repeatable)")
+        if with_ray:
+            sub.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+            sub.add_argument("--verbose", action="store_true", help="show Ray's own logs and warnings")
+        return sub
+
+    run = add("run", "the whole pipeline: search → train → export → serve, tracked in MLflow")
+    run.add_argument("--no-serve", action="store_true", help="stop after export (no endpoint)")
+    add("search", "only the search (writes search/best.json)")
+    add("train", "only the final training of the best configuration (writes the model bundle)")
+    add("export", "only the ONNX export of the model bundle, with parity checks")
+    add("serve", "only serving the exported model on Ray Serve")
+    add("validate", "check an experiment file and list every error", with_ray=False)
+    add("schema", "print the experiment file's JSON Schema", with_file=False, with_ray=False)
+    add("datasets", "list the registered datasets", with_file=False, with_ray=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``deepseek-ray`` and ``python -m deepseek_ray``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "schema":
+        print(json_schema())
+        return 0
+    if args.command == "datasets":
+        from .data import available_datasets
+
+        print("\n".join(available_datasets()))
+        return 0
+    cfg = load(args.file, _overrides(args.overrides))
+    if args.command == "validate":
+        print(f"{args.file}: valid ({cfg.name}: dataset {cfg.data.dataset}, strategy {cfg.search.strategy.type}, "
+              f"scheduler {cfg.search.scheduler.type}, {cfg.search.budget.trials} trials, {cfg.train.epochs} epochs)")
+        return 0
+    return _with_ray(args, cfg)
+
+
+def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
+    from . import pipeline
+    from .report import Reporter
+    from .runtime import connect
+    from .tracking import Tracker
+
+    reporter = Reporter()
+    reporter.line(f"experiment {cfg.name} from {args.file}; artifacts in {cfg.run_dir}")
+    with reporter.stage("ray"):
+        embedded = connect(args.address, verbose=args.verbose, namespace=cfg.name)
+        reporter.line("embedded local Ray" if embedded else f"joined cluster {args.address or 'RAY_ADDRESS'}")
+    serving = False
+    if args.command == "run":
+        summary = pipeline.run_pipeline(cfg, serve=not args.no_serve, reporter=reporter)
+        print("\n" + summary.render(), flush=True)
+        serving = not args.no_serve
+    else:
+        tracker = Tracker.from_config(cfg.tracking, cfg.name)
+        stage: Callable[..., Any] = {
+            "search": lambda: pipeline.search_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
+            "train": lambda: pipeline.train_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
+            "export": lambda: pipeline.export_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
+            "serve": lambda: pipeline.serve_stage(cfg, reporter),
+        }[args.command]
+        with tracker.run(f"{cfg.name}-{args.command}", tags={"deepseek_ray.stage": args.command}), reporter.stage(args.command):
+            stage()
+        serving = args.command == "serve"
+    if serving:
+        _keep_serving(embedded, cfg)
+    return 0
+
+
+def _keep_serving(embedded: bool, cfg: Any) -> None:
+    """An embedded Ray ends with this process, so hold the endpoint open until Ctrl-C."""
+    url = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route}"
+    if not embedded:
+        print(f"\nThe endpoint stays up on the cluster: {url}\nStop it with: serve delete {cfg.name}  (or `serve shutdown`)", flush=True)
+        return
+    print(f"\nServing at {url} — press Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+        print("stopped serving", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

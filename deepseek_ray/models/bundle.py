@@ -1,0 +1,106 @@
+"""The model bundle: everything needed to use a trained model, loadable without Ray.
+
+A bundle is a folder with ``weights.pt`` (a plain ``state_dict``, no DDP ``module.`` prefix) and
+``bundle.json`` (model spec with its architecture string, labels, preprocessing, input shape,
+experiment config, seed, metrics and package versions).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .build import build_model
+
+WEIGHTS, META = "weights.pt", "bundle.json"
+
+
+class InferenceModel(nn.Module):
+    """Raw inputs in, class probabilities out: the normalisation fitted on the training split,
+    the network, and a softmax — the graph that is exported and served.
+
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    >>> probs = InferenceModel(net, {'type': 'normalize', 'mean': 0.0, 'std': 1.0})(torch.zeros(2, 1, 2, 2))
+    >>> torch.allclose(probs.sum(1), torch.ones(2))
+    True
+    """
+
+    def __init__(self, network: nn.Module, preprocessing: dict[str, Any]):
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(float(preprocessing.get("mean", 0.0))))
+        self.register_buffer("std", torch.tensor(float(preprocessing.get("std", 1.0))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.network((x - self.mean) / self.std), dim=-1)
+
+
+def strip_ddp_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes from parameter names.
+
+    >>> list(strip_ddp_prefix({'module.fc.weight': 1}))
+    ['fc.weight']
+    """
+    clean = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        clean[key] = value
+    return clean
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what a bundle computes."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("deepseek-ray", "torch", "ray", "onnx", "onnxruntime", "optuna", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def save_bundle(
+    path: str | Path, state_dict: dict[str, torch.Tensor], model_spec: dict[str, Any], *, labels: list[str],
+    input_shape: tuple[int, ...] | list[int], preprocessing: dict[str, Any], seed: int,
+    config: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+) -> Path:
+    """Write a bundle folder and return it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(strip_ddp_prefix(state_dict), path / WEIGHTS)
+    meta = {
+        "model": model_spec,
+        "architecture": model_spec.get("arch"),
+        "labels": list(labels),
+        "input_shape": list(input_shape),
+        "preprocessing": preprocessing,
+        "seed": seed,
+        "config": config or {},
+        "metrics": metrics or {},
+        "versions": package_versions(),
+    }
+    (path / META).write_text(json.dumps(meta, indent=2, default=str))
+    return path
+
+
+def load_bundle(path: str | Path) -> tuple[InferenceModel, dict[str, Any]]:
+    """Load a bundle: the :class:`InferenceModel` (eval mode, CPU) and its metadata.
+
+    >>> model, meta = load_bundle('runs/mnist-quickstart/model')  # doctest: +SKIP
+    """
+    path = Path(path)
+    if not (path / META).is_file():
+        raise FileNotFoundError(f"no model bundle at {path} (expected {META} and {WEIGHTS}); run `deepseek-ray train` first")
+    meta = json.loads((path / META).read_text())
+    network = build_model(meta["model"])
+    network.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))
+    return InferenceModel(network, meta["preprocessing"]).eval(), meta

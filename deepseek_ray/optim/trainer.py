@@ -1,0 +1,273 @@
+"""What one worker does per step: mixed precision, gradient accumulation, clipping, warmup and schedules.
+
+The same :class:`MixedPrecisionTrainer` runs a search trial (one process), and each rank of a
+Ray Train run (the model then arrives wrapped in DistributedDataParallel). It imports nothing from
+Ray or MLflow, so it runs anywhere torch does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+EpochCallback = Callable[[int, dict[str, float]], bool | None]
+BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The learning-rate multiplier at ``step``: linear warmup, then cosine/linear decay or constant.
+
+    >>> [round(lr_factor(s, 2, 10, 'linear'), 3) for s in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class MixedPrecisionTrainer:
+    """Train a classifier with AMP (fp16 + GradScaler, or bf16), accumulation, clipping and warmup.
+
+    >>> from deepseek_ray.data import ArrayDataset
+    >>> data = ArrayDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+    >>> trainer = MixedPrecisionTrainer(model=nn.Linear(4, 2), optimizer='adamw', lr=5e-2,
+    ...                                 per_device_train_batch_size=16, warmup_steps=2)
+    >>> trainer.set_gradient_accumulation(steps=2)
+    >>> history = trainer.fit(data, data, epochs=2)
+    >>> sorted(history[-1])
+    ['epoch', 'lr', 'train_loss', 'val_accuracy', 'val_loss']
+
+    ``fp16=True`` on a CPU falls back to fp32 with one warning (CPU autocast has no fast fp16).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: str | torch.optim.Optimizer = "adamw",
+        lr: float = 1e-3,
+        *,
+        weight_decay: float = 0.01,
+        fp16: bool = False,
+        bf16: bool = False,
+        clip_grad_norm: float | None = None,
+        warmup_steps: int = 0,
+        scheduler: str = "constant",
+        per_device_train_batch_size: int = 64,
+        gradient_accumulation_steps: int = 1,
+        compile: bool = False,
+        device: str | torch.device | None = None,
+        batch_transform: BatchTransform | None = None,
+        seed: int = 0,
+    ):
+        if fp16 and bf16:
+            raise ValueError("choose one of fp16 and bf16")
+        if scheduler not in SCHEDULES:
+            raise ValueError(f"scheduler: unknown {scheduler!r}; allowed: {', '.join(SCHEDULES)}")
+        self.device = torch.device(device) if device else _default_device(model)
+        self.model = model.to(self.device)
+        self.amp_dtype = self._pick_amp_dtype(fp16, bf16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
+        self.optimizer = self._make_optimizer(optimizer, lr, weight_decay)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.clip_grad_norm = clip_grad_norm
+        self.warmup_steps = warmup_steps
+        self.schedule = scheduler
+        self.batch_size = per_device_train_batch_size
+        self.accumulation = 1
+        self.set_gradient_accumulation(gradient_accumulation_steps)
+        self.forward = torch.compile(self.model) if compile else self.model
+        self.batch_transform = batch_transform
+        self.seed = seed
+        self.step = 0  # optimizer steps taken
+        self.epoch = 0  # epochs completed
+        self.total_steps = 0
+        self.last_grad_norm: float | None = None
+
+    # ------------------------------------------------------------------------------ set-up
+    def _pick_amp_dtype(self, fp16: bool, bf16: bool) -> torch.dtype | None:
+        if self.device.type == "cpu" and fp16:
+            warnings.warn("fp16 requested on a CPU: training in fp32 instead (use bf16 for CPU autocast)", stacklevel=3)
+            return None
+        return torch.float16 if fp16 else torch.bfloat16 if bf16 else None
+
+    def _make_optimizer(self, optimizer: str | torch.optim.Optimizer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        if isinstance(optimizer, torch.optim.Optimizer):
+            return optimizer
+        if optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown {optimizer!r}; allowed: {', '.join(_OPTIMIZERS)}")
+        kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
+        if optimizer == "sgd":
+            kwargs["momentum"] = 0.9
+        return _OPTIMIZERS[optimizer](self.model.parameters(), **kwargs)
+
+    def set_gradient_accumulation(self, steps: int) -> None:
+        """Accumulate gradients over ``steps`` micro-batches per optimizer step."""
+        if steps < 1:
+            raise ValueError(f"gradient accumulation steps must be ≥ 1, got {steps}")
+        self.accumulation = steps
+
+    # ------------------------------------------------------------------------------- data
+    def loader(self, data: Dataset | DataLoader, train: bool, epoch: int = 0) -> DataLoader:
+        """A loader over this rank's shard; training order is a function of (seed, epoch) only."""
+        if isinstance(data, DataLoader):
+            return data
+        rank, world = _world()
+        if train:
+            if world > 1:
+                sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
+                sampler.set_epoch(epoch)
+            else:
+                sampler = RandomSampler(data, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        else:
+            sampler = _Shard(len(data), rank, world)
+        batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+        collate = (lambda batch: batch) if hasattr(data, "__getitems__") else None
+        return DataLoader(data, batch_sampler=batches, collate_fn=collate)
+
+    # ----------------------------------------------------------------------------- training
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.step, self.warmup_steps, self.total_steps, self.schedule)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def _optimizer_step(self) -> None:
+        self._set_lr()
+        self.scaler.unscale_(self.optimizer)
+        if self.clip_grad_norm is not None:
+            self.last_grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def train_epoch(self, data: Dataset | DataLoader) -> float:
+        """One pass over ``data``; returns the mean training loss on this rank."""
+        self.model.train()
+        rank, _ = _world()
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 131 + rank)
+        total, count = 0.0, 0
+        batches = self.loader(data, train=True, epoch=self.epoch)
+        for index, (x, y) in enumerate(batches):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.batch_transform is not None:
+                x, y = self.batch_transform(x, y, generator)
+            boundary = (index + 1) % self.accumulation == 0 or index + 1 == len(batches)
+            with self._no_sync(not boundary), self._autocast():
+                loss = F.cross_entropy(self.forward(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch}, step {self.step}")
+            self.scaler.scale(loss / self.accumulation).backward()
+            if boundary:
+                self._optimizer_step()
+            total, count = total + loss.item() * len(x), count + len(x)
+        self.epoch += 1
+        return total / max(count, 1)
+
+    def _no_sync(self, skip_sync: bool) -> contextlib.AbstractContextManager:
+        # Under DDP, all-reduce only on the micro-batch that ends an accumulation window.
+        if skip_sync and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset | DataLoader) -> dict[str, float]:
+        """Loss and accuracy over ``data``, summed across ranks when distributed."""
+        self.model.eval()
+        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        for x, y in self.loader(data, train=False):
+            x, y = x.to(self.device), y.to(self.device)
+            with self._autocast():
+                logits = self.forward(x).float()
+            sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
+        if _world()[1] > 1:
+            dist.all_reduce(sums)
+        return {"loss": sums[0].item() / max(sums[2].item(), 1), "accuracy": sums[1].item() / max(sums[2].item(), 1)}
+
+    def fit(
+        self, train_data: Dataset | DataLoader, val_data: Dataset | DataLoader | None = None, epochs: int = 1,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> list[dict[str, float]]:
+        """Train for ``epochs`` (continuing from :attr:`epoch`); ``on_epoch_end`` returning True stops early."""
+        steps_per_epoch = math.ceil(len(self.loader(train_data, train=True)) / self.accumulation)
+        self.total_steps = steps_per_epoch * epochs
+        history = []
+        while self.epoch < epochs:
+            metrics = {"epoch": self.epoch + 1, "train_loss": self.train_epoch(train_data)}
+            if val_data is not None:
+                metrics.update({f"val_{k}": v for k, v in self.evaluate(val_data).items()})
+            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+            history.append(metrics)
+            if on_epoch_end is not None and on_epoch_end(self.epoch, metrics):
+                break
+        return history
+
+    # --------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, scaler, counters, RNG."""
+        from ..models.bundle import strip_ddp_prefix
+
+        return {
+            "model": strip_ddp_prefix(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "total_steps": self.total_steps,
+            "batch_size": self.batch_size,
+            "accumulation": self.accumulation,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        target = self.model.module if hasattr(self.model, "module") else self.model
+        target.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.total_steps = state["step"], state["epoch"], state["total_steps"]
+        self.batch_size, self.accumulation = state["batch_size"], state["accumulation"]
+        torch.set_rng_state(state["torch_rng"])
+
+
+class _Shard(SequentialSampler):
+    """Every ``world``-th index from ``rank``: each example evaluated exactly once across ranks."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _default_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type != "cpu":
+        return param.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,69 @@
+"""Connecting to Ray, quietly: an embedded local Ray, or a cluster named by ``--address``/``RAY_ADDRESS``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.serve", "ray.data", "mlflow", "alembic", "torch", "onnxscript", "optuna")
+
+
+_state = {"verbose": True}
+
+
+def quiet(verbose: bool) -> None:
+    """Hide Ray's, MLflow's and torch's internal logging unless ``verbose``.
+
+    Call before importing Ray in the driver: Ray reads some of these variables at import.
+    """
+    _state["verbose"] = verbose
+    if verbose:
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+    warnings.filterwarnings("ignore")
+    hush()
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def hush() -> None:
+    """Lower the noisy loggers again (Ray and Serve reconfigure theirs when they start), unless verbose."""
+    if _state["verbose"]:
+        return
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def connect(address: str | None = None, *, verbose: bool = False, namespace: str = "deepseek_ray") -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
+
+    Returns True when the Ray session is embedded (it ends with this process).
+
+    >>> connect()  # doctest: +SKIP
+    True
+    """
+    quiet(verbose)
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # "local" starts a new Ray even where `ray start` left one running: the embedded mode is explicit.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    embedded = address == "local"
+    ray.init(
+        address=address, namespace=namespace, log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        include_dashboard=None if not embedded else False,
+        runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}} if not verbose else None,
+    )
+    hush()  # ray.init configured its own loggers
+    return embedded

@@ -1,0 +1,236 @@
+"""How a training run is spread: Ray Train's ``TorchTrainer`` over N workers, checkpoints, retries.
+
+Every rank runs :func:`train_loop` with the same :class:`MixedPrecisionTrainer` a search trial uses.
+Each epoch, every rank calls ``ray.train.report`` once (a barrier in Train V2); rank 0 attaches a
+checkpoint holding the full trainer state plus the best weights so far, so a restarted worker
+group resumes at the next epoch and early stopping survives the restart.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from ray.train import UserCallback
+
+from ..data import DatasetSplits
+
+ProgressFn = Callable[[str], None]
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainSettings:
+    """Everything a worker needs besides the data (kept small: it travels to every rank)."""
+
+    model_spec: dict[str, Any]
+    epochs: int
+    lr: float
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    precision: str = "fp32"
+    compile: bool = False
+    batch_size: int = 64
+    accumulation: int = 1
+    clip_grad_norm: float | None = 1.0
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    patience: int | None = 3
+    augment: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    fail_at_epoch: int | None = None  # for failure drills: the first attempt raises after this epoch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; make CPU kernels deterministic."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_trainer(settings: TrainSettings, num_classes: int, distributed: bool):
+    """The model and :class:`MixedPrecisionTrainer` for one rank, as the settings describe."""
+    from ..data import build_batch_transform
+    from ..models import build_model
+    from ..optim import MixedPrecisionTrainer
+
+    seed_everything(settings.seed)  # same initial weights on every rank
+    model = build_model(settings.model_spec)
+    device = None
+    if distributed:
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model)
+        device = ray.train.torch.get_device()
+    return MixedPrecisionTrainer(
+        model, settings.optimizer, settings.lr, weight_decay=settings.weight_decay,
+        fp16=settings.precision == "fp16", bf16=settings.precision == "bf16", clip_grad_norm=settings.clip_grad_norm,
+        warmup_steps=settings.warmup_steps, scheduler=settings.schedule, per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.accumulation, compile=settings.compile, device=device,
+        batch_transform=build_batch_transform(settings.augment, num_classes), seed=settings.seed,
+    )
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """The per-worker function handed to ``TorchTrainer``."""
+    import ray
+    import ray.train
+    import torch.distributed as dist
+
+    settings: TrainSettings = loop_config["settings"]
+    data: DatasetSplits = ray.get(loop_config["data"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
+    trainer = build_trainer(settings, data.num_classes, distributed=context.get_world_size() > 1)
+    trainer.total_steps = settings.epochs * len(trainer.loader(data.train, train=True)) // settings.accumulation
+
+    best, best_weights, stale = None, None, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # a restart, or a rerun with the same name and storage path
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        trainer.load_state_dict(state["trainer"])
+        best, best_weights, stale = state["best"], state["best_weights"], state["stale"]
+
+    first_attempt = checkpoint is None
+    while trainer.epoch < settings.epochs and (settings.patience is None or stale < settings.patience):
+        start = time.perf_counter()
+        train_loss = torch.tensor(trainer.train_epoch(data.train))
+        if dist.is_initialized():
+            dist.all_reduce(train_loss)
+            train_loss /= dist.get_world_size()
+        val = trainer.evaluate(data.val)  # identical on every rank (all-reduced)
+        metrics = {"epoch": trainer.epoch, "train_loss": float(train_loss), "val_loss": val["loss"],
+                   "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - start}
+        if _better(metrics[settings.metric], best, settings.mode):
+            best, stale = metrics[settings.metric], 0
+            best_weights = {k: v.detach().clone() for k, v in trainer.state_dict()["model"].items()}
+        else:
+            stale += 1
+        metrics.update(best=best, stopping=settings.patience is not None and stale >= settings.patience)
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save({"trainer": trainer.state_dict(), "best": best, "best_weights": best_weights, "stale": stale},
+                           Path(folder) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(metrics)
+        if first_attempt and settings.fail_at_epoch == trainer.epoch:
+            raise RuntimeError(f"failure drill: worker {rank} stops after epoch {trainer.epoch}")
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`: best weights, history and where the checkpoints live."""
+
+    best_weights: dict[str, torch.Tensor]
+    best_metric: float
+    history: list[dict[str, Any]]
+    epochs_run: int
+    checkpoint_path: str
+    wall_s: float
+    attempts: int = 1
+
+
+class _ProgressRelay(UserCallback):
+    """A Ray Train callback (it runs in the Train controller) that forwards each report to the driver."""
+
+    def __init__(self, queue: Any):
+        self.queue = queue
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        self.queue.put_nowait(dict(metrics[0]))
+
+
+def train(
+    settings: TrainSettings,
+    data: DatasetSplits,
+    *,
+    name: str,
+    storage_path: str | Path,
+    workers: int = 2,
+    use_gpu: bool = False,
+    max_failures: int = 2,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train on ``workers`` Ray Train workers and return the best weights (no DDP prefix).
+
+    Rerunning with the same ``name`` and ``storage_path`` resumes from the last checkpoint.
+
+    >>> result = train(settings, splits, name='demo', storage_path='/tmp/runs')  # doctest: +SKIP
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Queue
+
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
+    queue = Queue(actor_options={"num_cpus": 0})
+    cpus = ray.available_resources().get("CPU", workers) if not use_gpu else 1
+    threads = max(1, int(cpus // workers))
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"settings": settings, "data": ray.put(data), "threads": threads},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=name, storage_path=str(Path(storage_path).resolve()),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=[_ProgressRelay(queue)],
+        ),
+    )
+    history: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=_fit(trainer)), daemon=True)
+    start = time.perf_counter()
+    runner.start()
+    while runner.is_alive() or not queue.empty():
+        while not queue.empty():
+            report = queue.get_nowait()
+            history.append(report)
+            if progress:
+                progress(
+                    f"epoch {report['epoch']:>2}/{settings.epochs} train_loss={report['train_loss']:.4f} "
+                    f"val_loss={report['val_loss']:.4f} val_accuracy={report['val_accuracy']:.4f} "
+                    f"({report['epoch_time_s']:.1f}s)" + ("  early stop" if report.get("stopping") else "")
+                )
+        runner.join(timeout=0.5)
+    result = outcome["result"]
+    if isinstance(result, BaseException):
+        raise result
+    if result.checkpoint is None:
+        raise RuntimeError(f"training reported no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    ray.kill(queue.actor)
+    return TrainResult(
+        best_weights=state["best_weights"], best_metric=state["best"], history=history,
+        epochs_run=state["trainer"]["epoch"], checkpoint_path=result.checkpoint.path,
+        wall_s=time.perf_counter() - start,
+    )
+
+
+def _fit(trainer: Any) -> Any:
+    try:
+        return trainer.fit()
+    except BaseException as err:  # surfaced in the caller's thread
+        return err
