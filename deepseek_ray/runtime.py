@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+from pathlib import Path
 
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.serve", "ray.data", "mlflow", "alembic", "torch", "onnxscript", "optuna")
 
@@ -35,6 +37,11 @@ def quiet(verbose: bool) -> None:
         pass
 
 
+def is_verbose() -> bool:
+    """Whether Ray's own output should be shown (``--verbose``, or no :func:`quiet` call at all)."""
+    return _state["verbose"]
+
+
 def hush() -> None:
     """Lower the noisy loggers again (Ray and Serve reconfigure theirs when they start), unless verbose."""
     if _state["verbose"]:
@@ -52,13 +59,21 @@ def connect(address: str | None = None, *, verbose: bool = False, namespace: str
     True
     """
     quiet(verbose)
+    # "local" starts a new Ray even where `ray start` left one running: the embedded mode is explicit.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    embedded = address == "local"
+    if not embedded and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
+        # `ray start` turns token authentication on when ~/.ray/auth_token exists, but ray.init sends
+        # the token to an explicit address only when told to (RAY_AUTH_MODE=disabled opts out).
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:  # Ray read its config at import: make it read the variable again
+            from ray._raylet import Config
+
+            Config.initialize("")
     import ray
 
     if ray.is_initialized():
         return False
-    # "local" starts a new Ray even where `ray start` left one running: the embedded mode is explicit.
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    embedded = address == "local"
     ray.init(
         address=address, namespace=namespace, log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.ERROR,

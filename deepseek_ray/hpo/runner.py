@@ -19,6 +19,7 @@ from ray import tune
 
 from ..config import SearchConfig
 from ..data import DatasetSplits
+from ..runtime import is_verbose
 from .space import SearchSpace
 
 ProgressFn = Callable[[str], None]
@@ -191,7 +192,7 @@ def run_search(
             max_concurrent_trials=search.concurrency, time_budget_s=search.budget.time, reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, stop=budget, verbose=0, callbacks=[tracker],
+            name=name, storage_path=storage, stop=budget, verbose=1 if is_verbose() else 0, callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
         ),
     )

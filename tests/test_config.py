@@ -1,0 +1,102 @@
+"""The experiment file: validation lists every error with its path, bad value and what is allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deepseek_ray.cli import main
+from deepseek_ray.config import ConfigError, ExperimentConfig, load, parse_duration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    return path
+
+
+def errors_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    return caught.value.errors
+
+
+def test_quickstart_is_valid_and_paths_resolve_against_the_file():
+    cfg = load(ROOT / "examples" / "quickstart.yaml")
+    assert cfg.name == "mnist-quickstart"
+    assert cfg.search.space == (ROOT / "search_spaces" / "mnist_cnn.yaml").resolve()
+    assert cfg.search.space.is_file()
+    assert cfg.tracking.experiment_name == "mnist-quickstart"  # merged from mlflow_config.yaml
+    assert cfg.tracking.tracking_uri.startswith("sqlite:////")  # made absolute once, in the driver
+    assert cfg.search.budget.time == 300.0
+
+
+def test_wrong_type_names_path_value_and_rule(tmp_path):
+    errors = errors_of(write(tmp_path, "name: x\ndata: {dataset: digits}\ntrain: {epochs: ten}\n"))
+    assert errors == ["train.epochs: got 'ten'; Input should be a valid integer, unable to parse string as an integer"]
+
+
+def test_unknown_choice_lists_allowed_values(tmp_path):
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch: {strategy: {type: bayes}}\n"))
+    assert error.startswith("search.strategy.type: got 'bayes'")
+    for allowed in ("'random'", "'tpe'", "'gp'", "'cmaes'", "'nsga2'"):
+        assert allowed in error
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\ntrain: {epochz: 3}\n"))
+    assert error.startswith("train.epochz: unknown key")
+
+
+def test_every_error_is_listed(tmp_path):
+    errors = errors_of(write(tmp_path, "name: x\ndata: {split: {train: 0.5}}\ntrain: {workers: 0, precision: fp8}\nfoo: 1\n"))
+    paths = sorted(e.split(":")[0] for e in errors)
+    assert paths == ["data.split", "foo", "train.precision", "train.workers"]
+
+
+def test_missing_section(tmp_path):
+    assert errors_of(write(tmp_path, "name: x\nsearch: {}\n")) == ["data: required, but missing"]
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: digits\n"))
+    assert error.startswith("not valid YAML: line 3")
+
+
+def test_empty_file(tmp_path):
+    (error,) = errors_of(write(tmp_path, "\n"))
+    assert "empty" in error
+
+
+def test_scheduler_type_picks_its_class(tmp_path):
+    errors = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch: {scheduler: {type: asha, brackets: 3}}\n"))
+    assert errors == ["search.scheduler.asha.brackets: unknown key (check the spelling; `deepseek-ray schema` lists the allowed keys)"]
+
+
+def test_overrides_use_dotted_keys(tiny_config_path):
+    cfg = load(tiny_config_path, {"train.epochs": 5, "search.budget.trials": 7})
+    assert (cfg.train.epochs, cfg.search.budget.trials) == (5, 7)
+
+
+def test_duration_parsing():
+    assert parse_duration("90s") == 90 and parse_duration("1.5h") == 5400 and parse_duration(12) == 12
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def test_cli_validate_and_schema(tmp_path, capsys):
+    bad = write(tmp_path, "name: x\ndata: {}\ntrain: {precision: fp8}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "train.precision: got 'fp8'" in err and "'bf16'" in err
+    assert main(["validate", str(ROOT / "examples" / "quickstart.yaml")]) == 0
+    assert "valid" in capsys.readouterr().out
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert set(schema["required"]) == {"name", "data"}
+    assert {"data", "search", "train", "export", "serve", "tracking"} <= set(schema["properties"])
+    assert schema == ExperimentConfig.model_json_schema()
