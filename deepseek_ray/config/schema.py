@@ -261,7 +261,7 @@ class MlflowFileConfig(Section):
 class ExperimentConfig(Section):
     """One experiment file: every stage of the pipeline.
 
-    >>> cfg = ExperimentConfig(name='demo', train={'epochs': 2})
+    >>> cfg = ExperimentConfig(name='demo', data={'dataset': 'digits'}, train={'epochs': 2})
     >>> cfg.train.epochs, cfg.search.strategy.type
     (2, 'tpe')
     """

@@ -19,7 +19,8 @@ class DynamicBatchScheduler:
     >>> scheduler = DynamicBatchScheduler(min_batch=1, max_batch=32, latency_threshold=100)
     >>> scheduler.batch_size, round(scheduler.wait_timeout_s, 4)
     (32, 0.01)
-    >>> for _ in range(8): scheduler.observe(batch_size=32, compute_ms=180.0)
+    >>> [scheduler.observe(batch_size=32, compute_ms=180.0) for _ in range(8)][-1]
+    True
     >>> scheduler.batch_size < 32
     True
 

@@ -190,8 +190,16 @@ def read_metadata(model_path: str | Path) -> dict[str, Any]:
 
 
 def onnx_predict(session: Any, batch: np.ndarray) -> np.ndarray:
-    """Run a session on a float32 batch; returns the first output."""
-    return session.run(None, {session.get_inputs()[0].name: batch.astype(np.float32, copy=False)})[0]
+    """Run a session on a float32 batch; returns the first output.
+
+    A batch whose shape does not fit the model's input is a ``ValueError`` naming both shapes.
+    """
+    expected = session.get_inputs()[0]
+    fixed = [d if isinstance(d, int) else None for d in expected.shape]
+    if len(fixed) != batch.ndim or any(f is not None and f != n for f, n in zip(fixed, batch.shape)):
+        shown = [d if d is not None else "N" for d in fixed]
+        raise ValueError(f"input of shape {list(batch.shape)} does not fit the model's input {expected.name!r} of shape {shown}")
+    return session.run(None, {expected.name: batch.astype(np.float32, copy=False)})[0]
 
 
 __all__ = ["ExportResult", "FORMATS", "ModelExporter", "graph_optimization_level", "onnx_predict", "onnx_session",

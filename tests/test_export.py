@@ -1,0 +1,60 @@
+"""ONNX export: checked, at parity with torch, with metadata; bad files give clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepseek_ray.export import ModelExporter, graph_optimization_level, onnx_predict, onnx_session
+from deepseek_ray.models import build_model, save_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    spec = {"type": "cellnet", "arch": "c8|conv5x5|identity", "in_channels": 1, "num_classes": 10}
+    torch.manual_seed(0)
+    save_bundle(folder, build_model(spec).state_dict(), spec, labels=[str(i) for i in range(10)], input_shape=(1, 8, 8),
+                preprocessing={"type": "normalize", "mean": 40.0, "std": 30.0}, seed=0)
+    return folder
+
+
+def test_export_from_a_bundle_checks_parity_and_writes_metadata(bundle, tmp_path):
+    result = ModelExporter(format="onnx", optimize_level=9).export(bundle, tmp_path / "model.onnx")
+    assert result.max_abs_diff <= 1e-5 and result.size_bytes > 0
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["opset"] == 18 and meta["sha256"] == result.sha256 and meta["labels"][0] == "0"
+    assert meta["inputs"][0]["shape"][1:] == [1, 8, 8] and isinstance(meta["inputs"][0]["shape"][0], str)  # dynamic batch
+    session = onnx_session(tmp_path / "model.onnx", optimize_level=0)
+    for batch in (1, 7):
+        probabilities = onnx_predict(session, np.random.rand(batch, 1, 8, 8).astype(np.float32) * 255)
+        assert probabilities.shape == (batch, 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_optimize_levels_map_to_onnx_runtime():
+    import onnxruntime as ort
+
+    levels = ort.GraphOptimizationLevel
+    assert graph_optimization_level(0) == levels.ORT_DISABLE_ALL
+    assert graph_optimization_level(2) == levels.ORT_ENABLE_BASIC
+    assert graph_optimization_level(5) == levels.ORT_ENABLE_EXTENDED
+    assert graph_optimization_level(9) == levels.ORT_ENABLE_ALL
+    with pytest.raises(ValueError, match="0–9"):
+        ModelExporter(optimize_level=11)
+    with pytest.raises(ValueError, match="allowed: onnx"):
+        ModelExporter(format="pickle")
+
+
+def test_truncated_file_and_wrong_shape_give_clear_errors(bundle, tmp_path):
+    path = tmp_path / "model.onnx"
+    ModelExporter().export(bundle, path)
+    session = onnx_session(path)
+    with pytest.raises(ValueError, match=r"shape \[2, 1, 28, 28\] does not fit .* \['\w+', 1, 8, 8\]"):
+        onnx_predict(session, np.zeros((2, 1, 28, 28), np.float32))
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cannot load ONNX model .*truncated.onnx"):
+        onnx_session(truncated)
