@@ -5,46 +5,66 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
-GCS_PORT = int(os.environ.get("DEEPSEEK_RAY_TEST_PORT", "6391"))
-DASHBOARD_PORT = 8266
-SERVE_PORT = 18080
 
 # Ray Train's worker group takes ~20–45 s to start on these 2-core machines; 60 s is too close.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "240")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _ray_bin() -> str:
     return shutil.which("ray") or str(Path(sys.executable).parent / "ray")
 
 
+@dataclass
+class Cluster:
+    """The session's Ray head: its GCS address (for ``--address``), dashboard URL (for jobs), Serve port."""
+
+    address: str
+    dashboard: str
+    serve_port: int
+
+
 @pytest.fixture(scope="session")
-def ray_address() -> str:
-    """Start a head node for the session (4 logical CPUs: 2 trials or 2 workers, plus Serve) and join it."""
-    command = [_ray_bin(), "start", "--head", f"--port={GCS_PORT}", "--num-cpus=4", "--include-dashboard=true",
-               f"--dashboard-port={DASHBOARD_PORT}", "--disable-usage-stats"]
-    subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True)  # a cluster left by an aborted run
-    started = subprocess.run(command, capture_output=True, text=True)
-    assert started.returncode == 0, started.stdout + started.stderr
-    address = f"127.0.0.1:{GCS_PORT}"
+def cluster() -> Cluster:
+    """A head node owned by this test process (4 logical CPUs: 2 trials or 2 workers, plus Serve).
+
+    It ends with the process, and no `ray stop` is needed, so suites running side by side do not meet.
+    """
     import ray
 
-    from deepseek_ray.runtime import connect
-
+    dashboard_port = free_port()
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, namespace="tests",
+             log_to_driver=False, logging_level="ERROR")
     try:
-        connect(address, namespace="tests")
-        yield address
+        yield Cluster(ray.get_runtime_context().gcs_address, f"http://127.0.0.1:{dashboard_port}", free_port())
     finally:
-        ray.shutdown()
-        subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True)
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(cluster: Cluster) -> str:
+    return cluster.address
 
 
 @pytest.fixture(scope="session")
@@ -67,10 +87,11 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Comp
 
 
 @pytest.fixture(scope="session")
-def e2e_run(ray_address: str, tiny_config_path: Path, workdir: Path) -> dict:
+def e2e_run(cluster: Cluster, tiny_config_path: Path, workdir: Path) -> dict:
     """`deepseek-ray run` on the tiny config against the session cluster; the endpoint stays up."""
     start = time.perf_counter()
-    proc = run_cli(["run", str(tiny_config_path), "--address", ray_address], cwd=workdir)
+    proc = run_cli(["run", str(tiny_config_path), "--address", cluster.address, "--set", f"serve.port={cluster.serve_port}"],
+                   cwd=workdir)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return {"proc": proc, "wall": time.perf_counter() - start, "run_dir": workdir / "runs" / "tiny",
-            "url": f"http://127.0.0.1:{SERVE_PORT}/tiny", "mlflow_db": workdir / "mlflow.db"}
+            "url": f"http://127.0.0.1:{cluster.serve_port}/tiny", "mlflow_db": workdir / "mlflow.db"}

@@ -67,9 +67,11 @@ def test_architecture_string_round_trips_and_rebuilds_the_same_network():
 
 def test_user_registered_op_is_usable_in_an_architecture():
     register_op("conv1x1_test")(lambda c: torch.nn.Conv2d(c, c, 1))
-    assert "conv1x1_test" in OPS
-    net = CellNet("c4|conv1x1_test", in_channels=1, num_classes=2)
-    assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
+    try:
+        net = CellNet("c4|conv1x1_test", in_channels=1, num_classes=2)
+        assert net(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
+    finally:
+        OPS.pop("conv1x1_test")
     with pytest.raises(ValueError, match="unknown op"):
         make_op("nope", 4)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import DASHBOARD_PORT, ROOT, _ray_bin
+from conftest import ROOT, _ray_bin
 
 
-def test_ray_job_submit_runs_the_pipeline(ray_address):
-    env = {**os.environ, "RAY_ADDRESS": f"http://127.0.0.1:{DASHBOARD_PORT}"}
+def test_ray_job_submit_runs_the_pipeline(cluster):
+    env = {**os.environ, "RAY_ADDRESS": cluster.dashboard}
     command = [_ray_bin(), "job", "submit", "--working-dir", ".", "--", "python", "-m", "deepseek_ray", "run",
                "tests/data/tiny.yaml", "--no-serve", "--set", "name=tiny-job", "--set", "search.budget.trials=2",
                "--set", "train.epochs=1"]

@@ -62,10 +62,19 @@ class DatasetSplits:
     input_shape: tuple[int, ...]
     preprocessing: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    task: str = "classification"  # or "regression"
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def model_inputs(self) -> dict[str, Any]:
+        """The data-derived arguments a model builder needs (merged into its spec by search and train).
+
+        >>> load_dataset('digits').model_inputs()
+        {'in_channels': 1, 'num_classes': 10}
+        """
+        return {"in_channels": self.input_shape[0], "num_classes": self.num_classes}
 
     def raw(self, split: str = "test") -> torch.Tensor:
         """A split's inputs as they arrive from outside (before normalisation): what a served model takes."""

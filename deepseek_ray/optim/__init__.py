@@ -6,6 +6,6 @@
 >>> trainer.set_gradient_accumulation(steps=4)
 """
 
-from .trainer import SCHEDULES, MixedPrecisionTrainer, lr_factor
+from .trainer import SCHEDULES, TASKS, MixedPrecisionTrainer, lr_factor
 
-__all__ = ["MixedPrecisionTrainer", "SCHEDULES", "lr_factor"]
+__all__ = ["MixedPrecisionTrainer", "SCHEDULES", "TASKS", "lr_factor"]

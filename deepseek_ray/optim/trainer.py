@@ -23,6 +23,7 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[t
 
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULES = ("cosine", "linear", "constant")
+TASKS = ("classification", "regression")
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -78,9 +79,12 @@ class MixedPrecisionTrainer:
         device: str | torch.device | None = None,
         batch_transform: BatchTransform | None = None,
         seed: int = 0,
+        task: str = "classification",
     ):
         if fp16 and bf16:
             raise ValueError("choose one of fp16 and bf16")
+        if task not in TASKS:
+            raise ValueError(f"task: unknown {task!r}; allowed: {', '.join(TASKS)}")
         if scheduler not in SCHEDULES:
             raise ValueError(f"scheduler: unknown {scheduler!r}; allowed: {', '.join(SCHEDULES)}")
         self.device = torch.device(device) if device else _default_device(model)
@@ -98,6 +102,7 @@ class MixedPrecisionTrainer:
         self.forward = torch.compile(self.model) if compile else self.model
         self.batch_transform = batch_transform
         self.seed = seed
+        self.task = task
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # epochs completed
         self.total_steps = 0
@@ -178,7 +183,7 @@ class MixedPrecisionTrainer:
                 x, y = self.batch_transform(x, y, generator)
             boundary = (index + 1) % self.accumulation == 0 or index + 1 == len(batches)
             with self._no_sync(not boundary), self._autocast():
-                loss = F.cross_entropy(self.forward(x), y)
+                loss = self.loss(self.forward(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch}, step {self.step}")
             self.scaler.scale(loss / self.accumulation).backward()
@@ -188,6 +193,12 @@ class MixedPrecisionTrainer:
         self.epoch += 1
         return total / max(count, 1)
 
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (hard or soft labels) for classification, mean squared error for regression."""
+        if self.task == "regression":
+            return F.mse_loss(output.float(), target.float().view_as(output))
+        return F.cross_entropy(output, target)
+
     def _no_sync(self, skip_sync: bool) -> contextlib.AbstractContextManager:
         # Under DDP, all-reduce only on the micro-batch that ends an accumulation window.
         if skip_sync and hasattr(self.model, "no_sync"):
@@ -196,17 +207,25 @@ class MixedPrecisionTrainer:
 
     @torch.no_grad()
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float]:
-        """Loss and accuracy over ``data``, summed across ranks when distributed."""
+        """Loss plus accuracy (classification) or MAE (regression), summed across ranks when distributed."""
         self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct count or absolute-error sum, count
         for x, y in self.loader(data, train=False):
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
-                logits = self.forward(x).float()
-            sums += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item(), len(y)], dtype=torch.float64)
+                output = self.forward(x).float()
+            if self.task == "regression":
+                target = y.float().view_as(output)
+                quality = (output - target).abs().sum().item() / output[0].numel()
+                loss = F.mse_loss(output, target, reduction="sum").item() / output[0].numel()
+            else:
+                quality = (output.argmax(1) == y).sum().item()
+                loss = F.cross_entropy(output, y, reduction="sum").item()
+            sums += torch.tensor([loss, quality, len(y)], dtype=torch.float64)
         if _world()[1] > 1:
             dist.all_reduce(sums)
-        return {"loss": sums[0].item() / max(sums[2].item(), 1), "accuracy": sums[1].item() / max(sums[2].item(), 1)}
+        count = max(sums[2].item(), 1)
+        return {"loss": sums[0].item() / count, "mae" if self.task == "regression" else "accuracy": sums[1].item() / count}
 
     def fit(
         self, train_data: Dataset | DataLoader, val_data: Dataset | DataLoader | None = None, epochs: int = 1,
