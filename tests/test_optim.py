@@ -88,3 +88,28 @@ def test_nan_loss_is_an_error():
         model.weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="loss became nan"):
         trainer_for(model).fit(linear_problem(16), epochs=1)
+
+
+def test_out_of_memory_backs_off_and_keeps_the_effective_batch():
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    data = linear_problem(64)
+    reference = trainer_for(copy.deepcopy(base), per_device_train_batch_size=16)
+    reference.set_gradient_accumulation(steps=2)
+    reference.fit(data, epochs=2)
+    drilled = trainer_for(copy.deepcopy(base), per_device_train_batch_size=16)
+    drilled.set_gradient_accumulation(steps=2)
+    raised = []
+
+    def oom_once(step: int, micro_index: int) -> None:
+        if step == 1 and micro_index == 1 and not raised:
+            raised.append(step)
+            raise torch.OutOfMemoryError("injected")
+
+    drilled.before_micro_batch = oom_once
+    with pytest.warns(UserWarning, match="micro-batch now 8, accumulation 4"):
+        drilled.fit(data, epochs=2)
+    assert raised and drilled.oom_events == 1
+    assert (drilled.batch_size, drilled.accumulation, drilled.step) == (8, 4, reference.step)
+    for p, q in zip(reference.model.parameters(), drilled.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)

@@ -66,3 +66,16 @@ def test_a_failed_worker_group_resumes_from_the_last_checkpoint(ray_address, tmp
                    max_failures=1, progress=lines.append)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]  # each epoch reported exactly once
     assert result.epochs_run == 3 and len(lines) == 3
+
+
+def test_an_out_of_memory_on_one_rank_backs_off_every_rank(ray_address, tmp_path):
+    plain = {"model_spec": {"type": "plain_cnn", "in_channels": 1, "num_classes": 10, "image_size": 8},
+             "augment": [], "epochs": 1, "batch_size": 16}
+    data = digits(400)
+    reference = train(settings(**plain), data, name="oom-reference", storage_path=tmp_path, workers=2)
+    drilled = train(settings(**plain, inject_oom={"rank": 1, "step": 2}), data, name="oom-drill", storage_path=tmp_path,
+                    workers=2)
+    state = torch.load(next((tmp_path / "oom-drill").glob("checkpoint_*")) / "trainer_state.pt", weights_only=False)
+    assert (state["trainer"]["batch_size"], state["trainer"]["accumulation"]) == (8, 2)  # both ranks backed off
+    for key, value in reference.best_weights.items():
+        assert torch.allclose(value, drilled.best_weights[key], atol=1e-5), key

@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data.dataloader import default_collate
 
 EpochCallback = Callable[[int, dict[str, float]], bool | None]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -80,6 +81,7 @@ class MixedPrecisionTrainer:
         batch_transform: BatchTransform | None = None,
         seed: int = 0,
         task: str = "classification",
+        oom_recovery: bool = True,
     ):
         if fp16 and bf16:
             raise ValueError("choose one of fp16 and bf16")
@@ -106,7 +108,11 @@ class MixedPrecisionTrainer:
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # epochs completed
         self.total_steps = 0
-        self.last_grad_norm: float | None = None
+        self.last_grad_norm: torch.Tensor | None = None
+        self.oom_recovery = oom_recovery
+        self.oom_events = 0
+        # A hook called before each micro-batch with (step, micro_index): for failure drills in tests.
+        self.before_micro_batch: Callable[[int, int], None] | None = None
 
     # ------------------------------------------------------------------------------ set-up
     def _pick_amp_dtype(self, fp16: bool, bf16: bool) -> torch.dtype | None:
@@ -123,6 +129,8 @@ class MixedPrecisionTrainer:
         kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
         if optimizer == "sgd":
             kwargs["momentum"] = 0.9
+        elif self.device.type == "cuda":
+            kwargs["fused"] = True  # one kernel for the whole Adam update instead of one per tensor
         return _OPTIMIZERS[optimizer](self.model.parameters(), **kwargs)
 
     def set_gradient_accumulation(self, steps: int) -> None:
@@ -149,6 +157,14 @@ class MixedPrecisionTrainer:
         collate = (lambda batch: batch) if hasattr(data, "__getitems__") else None
         return DataLoader(data, batch_sampler=batches, collate_fn=collate)
 
+    def steps_per_epoch(self, data: Dataset | DataLoader) -> int:
+        """Optimizer steps in one epoch on this rank (what the LR schedule counts)."""
+        if isinstance(data, DataLoader):
+            return math.ceil(len(data) / self.accumulation)
+        world = _world()[1]
+        shard = len(data) // world if world > 1 else len(data)
+        return math.ceil(shard / (self.batch_size * self.accumulation))
+
     # ----------------------------------------------------------------------------- training
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -164,34 +180,118 @@ class MixedPrecisionTrainer:
         self._set_lr()
         self.scaler.unscale_(self.optimizer)
         if self.clip_grad_norm is not None:
-            self.last_grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm))
+            # Kept as a tensor: reading it would stall the GPU once per step.
+            self.last_grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
+    def _epoch_order(self, data: Dataset) -> list[int]:
+        """This rank's example order for the current epoch: a function of (seed, epoch, rank) only."""
+        rank, world = _world()
+        if world > 1:
+            sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
+            sampler.set_epoch(self.epoch)
+            return list(sampler)
+        return torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)).tolist()
+
     def train_epoch(self, data: Dataset | DataLoader) -> float:
-        """One pass over ``data``; returns the mean training loss on this rank."""
+        """One pass over ``data``; returns the mean training loss (this rank's).
+
+        Each optimizer step consumes a window of ``per_device_train_batch_size × accumulation`` examples.
+        On CUDA out-of-memory the window is redone with half the micro-batch and twice the accumulation,
+        so the effective batch and the step count stay the same; under DDP every rank learns of the
+        OOM through an all-reduced flag and backs off together.
+        """
+        if isinstance(data, DataLoader):
+            return self._train_epoch_from_loader(data)
         self.model.train()
         rank, _ = _world()
         generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 131 + rank)
-        total, count = 0.0, 0
-        batches = self.loader(data, train=True, epoch=self.epoch)
-        for index, (x, y) in enumerate(batches):
+        order = self._epoch_order(data)
+        loss_sum, count, start = torch.zeros((), device=self.device), 0, 0
+        while start < len(order):
+            window = order[start : start + self.batch_size * self.accumulation]
+            state = generator.get_state()
+            done = self._train_window(data, window, generator)
+            if done is None:  # out of memory somewhere: redo the same examples in smaller micro-batches
+                generator.set_state(state)
+                self._back_off()
+                continue
+            loss_sum += done
+            count += len(window)
+            start += len(window)
+        self.epoch += 1
+        mean = float(loss_sum) / max(count, 1)  # one device→host sync per epoch
+        if not math.isfinite(mean):
+            raise FloatingPointError(f"loss became {mean} in epoch {self.epoch}, step {self.step}")
+        return mean
+
+    def _train_window(self, data: Dataset, window: list[int], generator: torch.Generator) -> torch.Tensor | None:
+        """Forward/backward over one accumulation window, then one optimizer step.
+
+        Returns the window's summed loss, or None when any rank ran out of memory (gradients dropped).
+        """
+        distributed = _world()[1] > 1
+        slices = [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
+        total, oom = torch.zeros((), device=self.device), False
+        for index, chunk in enumerate(slices):
+            last = index == len(slices) - 1
+            try:
+                if self.before_micro_batch is not None:
+                    self.before_micro_batch(self.step, index)
+                x, y = _fetch(data, chunk)
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if self.batch_transform is not None:
+                    x, y = self.batch_transform(x, y, generator)
+                with self._no_sync(not last), self._autocast():
+                    loss = self.loss(self.forward(x), y)
+            except torch.OutOfMemoryError:
+                oom = True
+            # Before the micro-batch whose backward all-reduces gradients, every rank must agree.
+            if last and self.oom_recovery and distributed:
+                oom = _any_rank(oom, self.device)
+            if oom:
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
+            with self._no_sync(not last):
+                self.scaler.scale(loss * weight).backward()
+            total += loss.detach().float() * len(chunk)
+        self._optimizer_step()
+        return total
+
+    def _back_off(self) -> None:
+        if self.batch_size == 1:
+            raise torch.OutOfMemoryError("out of memory with a micro-batch of 1: the model does not fit")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.batch_size //= 2
+        self.accumulation *= 2
+        self.oom_events += 1
+        warnings.warn(f"out of memory: micro-batch now {self.batch_size}, accumulation {self.accumulation} "
+                      f"(effective batch unchanged)", stacklevel=3)
+
+    def _train_epoch_from_loader(self, loader: DataLoader) -> float:
+        """A user's DataLoader: its batches are the micro-batches (no OOM re-splitting possible)."""
+        self.model.train()
+        generator = torch.Generator().manual_seed(self.seed * 7919 + self.epoch * 131 + _world()[0])
+        total, count = torch.zeros((), device=self.device), 0
+        for index, (x, y) in enumerate(loader):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.batch_transform is not None:
                 x, y = self.batch_transform(x, y, generator)
-            boundary = (index + 1) % self.accumulation == 0 or index + 1 == len(batches)
+            boundary = (index + 1) % self.accumulation == 0 or index + 1 == len(loader)
             with self._no_sync(not boundary), self._autocast():
                 loss = self.loss(self.forward(x), y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {self.epoch}, step {self.step}")
-            self.scaler.scale(loss / self.accumulation).backward()
+            with self._no_sync(not boundary):
+                self.scaler.scale(loss / self.accumulation).backward()
             if boundary:
                 self._optimizer_step()
-            total, count = total + loss.item() * len(x), count + len(x)
+            total, count = total + loss.detach().float() * len(x), count + len(x)
         self.epoch += 1
-        return total / max(count, 1)
+        return float(total) / max(count, 1)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (hard or soft labels) for classification, mean squared error for regression."""
@@ -232,8 +332,7 @@ class MixedPrecisionTrainer:
         on_epoch_end: EpochCallback | None = None,
     ) -> list[dict[str, float]]:
         """Train for ``epochs`` (continuing from :attr:`epoch`); ``on_epoch_end`` returning True stops early."""
-        steps_per_epoch = math.ceil(len(self.loader(train_data, train=True)) / self.accumulation)
-        self.total_steps = steps_per_epoch * epochs
+        self.total_steps = self.steps_per_epoch(train_data) * epochs
         history = []
         while self.epoch < epochs:
             metrics = {"epoch": self.epoch + 1, "train_loss": self.train_epoch(train_data)}
@@ -283,6 +382,20 @@ class _Shard(SequentialSampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def _fetch(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A micro-batch by index: one slice where the dataset supports it, else item by item."""
+    if hasattr(data, "__getitems__"):
+        return data.__getitems__(indices)
+    return default_collate([data[i] for i in indices])
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is True on any rank (one tiny all-reduce)."""
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def _default_device(model: nn.Module) -> torch.device:

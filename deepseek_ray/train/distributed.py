@@ -46,7 +46,8 @@ class TrainSettings:
     seed: int = 0
     metric: str = "val_accuracy"
     mode: str = "max"
-    fail_at_epoch: int | None = None  # for failure drills: the first attempt raises after this epoch
+    fail_at_epoch: int | None = None  # failure drill: the first attempt raises after this epoch
+    inject_oom: dict[str, int] | None = None  # OOM drill: {"rank": r, "step": s} raises one OOM on rank r at step s
 
 
 def seed_everything(seed: int) -> None:
@@ -84,6 +85,27 @@ def build_trainer(settings: TrainSettings, num_classes: int, distributed: bool):
     )
 
 
+def oom_drill(step: int) -> Callable[[int, int], None]:
+    """A ``before_micro_batch`` hook that raises one CUDA-style out-of-memory error at ``step``.
+
+    >>> hook = oom_drill(2); hook(1, 0)
+    >>> try:
+    ...     hook(2, 0)
+    ... except torch.OutOfMemoryError as err:
+    ...     print(err)
+    injected out of memory at step 2
+    >>> hook(2, 0)  # only once
+    """
+    fired = []
+
+    def hook(current: int, micro_index: int) -> None:
+        if current == step and micro_index == 0 and not fired:
+            fired.append(True)
+            raise torch.OutOfMemoryError(f"injected out of memory at step {step}")
+
+    return hook
+
+
 def _better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
@@ -100,7 +122,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     rank = context.get_world_rank()
     torch.set_num_threads(max(1, int(loop_config.get("threads", 1))))
     trainer = build_trainer(settings, data.num_classes, distributed=context.get_world_size() > 1)
-    trainer.total_steps = settings.epochs * len(trainer.loader(data.train, train=True)) // settings.accumulation
+    trainer.total_steps = settings.epochs * trainer.steps_per_epoch(data.train)
+    if settings.inject_oom is not None and settings.inject_oom["rank"] == rank:
+        trainer.before_micro_batch = oom_drill(settings.inject_oom["step"])
 
     best, best_weights, stale = None, None, 0
     checkpoint = ray.train.get_checkpoint()
