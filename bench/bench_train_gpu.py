@@ -213,7 +213,8 @@ def loop(config: dict) -> None:
     first_step = torch.tensor([time.time()], dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(first_step, op=dist.ReduceOp.MAX)
-    rows = {"world": world, "startup_s": float(first_step) - config["fit_start"], "runs": []}
+    rows = {"world": world, "startup_s": float(first_step) - config["fit_start"], "runs": [],
+            "device": f"{device} of CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"}
     if rank == 0:
         rows["bf16_matmul_tflops"] = matmul_tflops(device)
     for model_name, precision in config["configs"]:

@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     run = add("run", "the whole pipeline: search → train → export → serve, tracked in MLflow")
     run.add_argument("--no-serve", action="store_true", help="stop after export (no endpoint)")
-    add("search", "only the search (writes search/best.json)")
+    search = add("search", "only the search (writes search/best.json)")
+    for sub in (run, search):
+        sub.add_argument("--resume", action="store_true", help="continue an interrupted search of the same name")
     add("train", "only the final training of the best configuration (writes the model bundle)")
     add("export", "only the ONNX export of the model bundle, with parity checks")
     add("serve", "only serving the exported model on Ray Serve")
@@ -102,13 +104,13 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
         reporter.line("embedded local Ray" if embedded else f"joined cluster {args.address or 'RAY_ADDRESS'}")
     serving = False
     if args.command == "run":
-        summary = pipeline.run_pipeline(cfg, serve=not args.no_serve, reporter=reporter)
+        summary = pipeline.run_pipeline(cfg, serve=not args.no_serve, reporter=reporter, resume=args.resume)
         print("\n" + summary.render(), flush=True)
         serving = not args.no_serve
     else:
         tracker = Tracker.from_config(cfg.tracking, cfg.name)
         stage: Callable[..., Any] = {
-            "search": lambda: pipeline.search_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
+            "search": lambda: pipeline.search_stage(cfg, pipeline.load_data(cfg), reporter, tracker, resume=args.resume),
             "train": lambda: pipeline.train_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
             "export": lambda: pipeline.export_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
             "serve": lambda: pipeline.serve_stage(cfg, reporter),

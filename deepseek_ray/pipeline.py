@@ -84,14 +84,17 @@ def load_data(cfg: ExperimentConfig) -> DatasetSplits:
     return load_dataset(cfg.data.dataset, split, cfg.seed, cfg.data.limit)
 
 
-def search_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter, tracker: Any) -> Any:
-    """Ray Tune over the search space; writes ``search/best.json``."""
+def search_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter, tracker: Any, resume: bool = False) -> Any:
+    """The search (Ray Tune searchers, trials as Ray tasks); writes ``search/best.json``.
+
+    ``resume=True`` continues an interrupted search of the same name and run folder.
+    """
     from .hpo import run_search
 
     folder = RunFolder(cfg.run_dir)
     result = run_search(
         cfg.search, data, name=cfg.name, storage_path=folder.search, seed=cfg.seed, augment=cfg.data.augment,
-        weight_decay=cfg.train.optimizer.weight_decay, progress=reporter.line,
+        weight_decay=cfg.train.optimizer.weight_decay, progress=reporter.line, resume=resume,
     )
     result.save(folder.best)
     reporter.line(f"{len(result.trials)} trials, {result.stop_reason}; best {result.best_architecture} "
@@ -244,7 +247,7 @@ def serve_stage(cfg: ExperimentConfig, reporter: Reporter) -> str:
 
 
 # -------------------------------------------------------------------------------- main job
-def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporter | None = None) -> Summary:
+def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporter | None = None, resume: bool = False) -> Summary:
     """Every stage in order, one MLflow run around them; returns the final table.
 
     >>> from deepseek_ray.config import load                          # doctest: +SKIP
@@ -267,7 +270,7 @@ def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporte
         tracker.log_params({"config": config_dict, "config_hash": config_hash(config_dict), "data_hash": data.fingerprint,
                             "git_commit": git_commit(Path(__file__).parent), "versions": package_versions()})
         with reporter.stage("search"):
-            search = search_stage(cfg, data, reporter, tracker)
+            search = search_stage(cfg, data, reporter, tracker, resume=resume)
         with reporter.stage("train"):
             trained = train_stage(cfg, data, reporter, tracker)
         if cfg.train.baseline:

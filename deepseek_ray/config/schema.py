@@ -90,14 +90,22 @@ class DataConfig(Section):
 
 
 # ---------------------------------------------------------------------------------------- search
-STRATEGIES = ("random", "tpe", "gp", "cmaes", "nsga2")
+# Each strategy is one library sampler (deepseek_ray.hpo.strategies.make_searcher says which).
+STRATEGIES = ("random", "grid", "tpe", "gp", "cmaes", "hyperopt", "evolution", "nsga2")
+Mode = Literal["max", "min"]
 
 
 class StrategyConfig(Section):
-    """What to try next: the searcher. Each name is one of Optuna's samplers."""
+    """What to try next: the searcher.
 
-    type: Literal["random", "tpe", "gp", "cmaes", "nsga2"] = "tpe"
+    ``random``/``grid``/``tpe``/``gp``/``cmaes``/``nsga2`` are Optuna's samplers, ``hyperopt`` is
+    HyperOpt's TPE, ``evolution`` is regularized (aging) evolution as an Optuna sampler.
+    """
+
+    type: Literal["random", "grid", "tpe", "gp", "cmaes", "hyperopt", "evolution", "nsga2"] = "tpe"
     n_startup_trials: int = Field(4, ge=0, description="Random trials before a model-based sampler takes over.")
+    population: int = Field(10, ge=2, description="evolution: trials alive in the population (the oldest dies).")
+    tournament: int = Field(3, ge=1, description="evolution: population members drawn to pick each parent.")
 
 
 class FifoSchedulerConfig(Section):
@@ -121,6 +129,7 @@ class HyperbandSchedulerConfig(Section):
 
     type: Literal["hyperband"]
     max_t: int = Field(4, ge=1)
+    grace_period: int = Field(1, ge=1, description="Epochs of the smallest bracket's first rung.")
     reduction_factor: float = Field(3.0, gt=1)
 
 
@@ -143,19 +152,43 @@ class BudgetConfig(Section):
 
 
 class SearchConfig(Section):
-    """Ray Tune over a search-space file: a searcher (``strategy``) and a scheduler."""
+    """Ray Tune searchers over a search-space file: a searcher (``strategy``) and a scheduler.
+
+    ``metric``/``mode`` take a list for a multi-objective search (e.g. ``[val_accuracy, latency_ms]``
+    with ``[max, min]``), which returns the Pareto front and needs the ``fifo`` scheduler.
+    """
 
     space: Path = Field(Path("search_spaces/mnist_cnn.yaml"), description="Search-space YAML, relative to the experiment file.")
     strategy: StrategyConfig = StrategyConfig()
     scheduler: SchedulerConfig = AshaSchedulerConfig(type="asha")
     budget: BudgetConfig = BudgetConfig()
-    metric: str = "val_accuracy"
-    mode: Literal["max", "min"] = "max"
+    metric: str | list[str] = Field("val_accuracy", description="Reported metric to optimise, or a list of them.")
+    mode: Mode | list[Mode] = Field("max", description="max or min, one per metric.")
     concurrency: int = Field(2, ge=1, description="Trials running at once.")
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
-    max_failures: int = Field(1, ge=0, description="Retries of a trial that raised.")
+    max_failures: int = Field(1, ge=0, description="Retries of a trial that raised (or whose loss became NaN).")
     batch_size: int = Field(64, ge=1, description="Mini-batch size inside a trial.")
+
+    @model_validator(mode="after")
+    def _objectives_agree(self) -> "SearchConfig":
+        metrics, modes = self.objectives()
+        if len(metrics) != len(modes):
+            raise ValueError(f"metric and mode need one entry each: got {len(metrics)} metric(s), {len(modes)} mode(s)")
+        if len(metrics) > 1 and self.scheduler.type != "fifo":
+            raise ValueError(f"a multi-objective search ({metrics}) needs scheduler type fifo, got {self.scheduler.type!r}")
+        if len(metrics) > 1 and self.strategy.type in ("cmaes", "hyperopt", "evolution", "grid"):
+            raise ValueError(f"strategy {self.strategy.type!r} optimises one metric; for {metrics} use nsga2, tpe, gp or random")
+        return self
+
+    def objectives(self) -> tuple[list[str], list[str]]:
+        """``(metrics, modes)`` as lists, one entry per objective.
+
+        >>> SearchConfig(metric=['val_accuracy', 'latency_ms'], mode=['max', 'min'], scheduler={'type': 'fifo'}).objectives()
+        (['val_accuracy', 'latency_ms'], ['max', 'min'])
+        """
+        as_list = lambda v: list(v) if isinstance(v, list) else [v]  # noqa: E731
+        return as_list(self.metric), as_list(self.mode)
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -193,13 +226,64 @@ class TrainConfig(Section):
 
 
 # ---------------------------------------------------------------------------------------- export
-class ExportConfig(Section):
-    """Export of the trained model, checked against torch on the test split."""
+class Int8DynamicConfig(Section):
+    """Post-training int8: weights per channel, activations quantized on the fly (MatMul, Gemm, Attention, LSTM, GRU, Gather)."""
 
-    formats: list[Literal["onnx"]] = Field(default_factory=lambda: ["onnx"])
+    type: Literal["int8_dynamic"]
+    per_channel: bool = True
+
+
+class Int8StaticConfig(Section):
+    """Post-training int8 QDQ: weights per channel, activation ranges from training examples."""
+
+    type: Literal["int8_static"]
+    calibration_samples: int = Field(256, ge=1, description="Training examples that set the activation ranges.")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+
+
+class Int4Config(Section):
+    """Weight-only int4 (ONNX Runtime's MatMulNBits / GatherBlockQuantized): 4 bits + one scale per block."""
+
+    type: Literal["int4"]
+    block_size: int = Field(128, description="Weights per scale: a power of two, 16–256.")
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value not in (16, 32, 64, 128, 256):
+            raise ValueError(f"block_size must be one of 16, 32, 64, 128, 256, got {value}")
+        return value
+
+
+QuantizeConfig = Annotated[Union[Int8DynamicConfig, Int8StaticConfig, Int4Config], Field(discriminator="type")]
+
+
+class ExportConfig(Section):
+    """Export of the trained model, checked against torch on the test split, and its quantized variants.
+
+    Each ``quantize`` entry becomes one more ONNX file beside ``model.onnx`` (``model.<type>.onnx``), made
+    by ``deepseek_ray.quantization.quantize(model.onnx, method=type, calibration=..., **options)``.
+    """
+
+    formats: list[Literal["onnx", "torch_export", "tensorrt"]] = Field(
+        default_factory=lambda: ["onnx"], min_length=1,
+        description="onnx (ONNX Runtime), torch_export (torch.export .pt2), tensorrt (needs TensorRT or onnxruntime-gpu).")
     opset: int = Field(18, ge=13, le=23)
-    optimize_level: int = Field(9, ge=0, le=9, description="0 = no graph optimisation, 9 = everything ONNX Runtime offers.")
+    optimize_level: int = Field(9, ge=0, le=9, description="0 = no graph optimisation, 7 = all of ONNX Runtime's, 8–9 = + transformer fusions.")
     parity_tolerance: float = Field(1e-4, gt=0, description="Max |Δ probability| allowed between torch and ONNX Runtime.")
+    quantize: list[QuantizeConfig] = Field(default_factory=list, description="Quantized variants of the ONNX model.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExportConfig":
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError(f"formats lists a format twice: {self.formats}")
+        kinds = [item.type for item in self.quantize]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"quantize lists a type twice: {kinds}; allowed once each: int8_dynamic, int8_static, int4")
+        if self.quantize and "onnx" not in self.formats:
+            raise ValueError("quantize works on the ONNX model: add onnx to formats")
+        return self
 
 
 # ----------------------------------------------------------------------------------------- serve

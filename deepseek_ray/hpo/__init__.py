@@ -1,17 +1,31 @@
-"""The Ray Tune runner that NAS and HPO share: search spaces, samplers, schedulers, budgets.
+"""The search runner NAS and HPO share: Ray Tune searchers, pruning schedulers, budgets, resume.
 
 ``HPOConfig`` is the experiment file's ``search`` section, usable on its own:
 
 >>> from deepseek_ray.hpo import HPOConfig
 >>> HPOConfig(strategy={'type': 'gp'}, budget={'trials': 8}).strategy.type
 'gp'
+
+``run_search(config, data)`` trains models over a nas/hpo space; ``run_trials(objective, space,
+config)`` searches any objective that yields metrics. Names load on first use, so that a Ray
+worker running a trial task (``deepseek_ray.hpo.task``) does not import torch or Optuna.
 """
 
-from ..config import SearchConfig as HPOConfig
-from .runner import SearchResult, TrialSettings, make_sampler, make_scheduler, run_search, train_trial
-from .space import DOMAINS, Domain, SearchSpace, parse_domain
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DOMAINS", "Domain", "HPOConfig", "SearchResult", "SearchSpace", "TrialSettings", "make_sampler",
-    "make_scheduler", "parse_domain", "run_search", "train_trial",
-]
+_HOME = {
+    "HPOConfig": "..config", "SearchResult": ".runner", "TrainingObjective": ".runner", "TrialSettings": ".runner",
+    "forward_latency_ms": ".runner", "pareto_front": ".runner", "run_search": ".runner", "run_trials": ".runner",
+    "DOMAINS": ".space", "KINDS": ".space", "Domain": ".space", "SearchSpace": ".space", "parse_domain": ".space",
+    "RegularizedEvolutionSampler": ".strategies", "make_pruner": ".strategies", "make_sampler": ".strategies",
+    "make_searcher": ".strategies", "sampler_of": ".strategies",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = import_module(_HOME[name], __name__)
+    return getattr(module, "SearchConfig" if name == "HPOConfig" else name)

@@ -1,74 +1,130 @@
-"""The Ray Tune runner that both NAS and HPO use.
+"""The search runner that NAS and HPO share: Ray Tune searchers, Ray tasks, budgets, resume.
 
-"What to try" (an Optuna sampler behind Ray's ``OptunaSearch``) stays apart from "how long to run
-it" (a Tune scheduler), so any strategy composes with any scheduler. Each trial is a function
-trainable in one process, sized by ``cpus_per_trial``; actors are reused between trials, because
-a new trial actor costs seconds here (../shared/ANCHORS.md).
+"What to try" is a Ray Tune ``Searcher`` (OptunaSearch or HyperOptSearch over a library sampler,
+see :mod:`.strategies`); "how long to run it" is a pruner over each trial's epoch results. The
+driver runs the loop itself: every configuration is one Ray task (a streaming generator that
+yields one result per epoch), at most ``concurrency`` at a time, on Ray's pooled workers.
+
+Why not ``Tuner.fit()``: measured here, a Tune run spends ≈4.5 s before its first trial starts
+(new trial actors, placement groups), more than the whole overhead the search may add to 40
+trials of 0.2 s (bench/bench_search_overhead.py). Pooled task workers start in milliseconds.
+
+Every configuration stays a separately recorded trial: the driver writes the searcher, the pruner
+and the trial table to ``<storage>/<name>/state.pkl`` (atomically) whenever a trial starts or ends,
+so ``resume=True`` after a crash or SIGKILL continues with the searcher's own state, never reruns a
+finished trial, and reruns the trials that were running.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-from ray import tune
+from typing import Any, Callable, Iterator
 
 from ..config import SearchConfig
-from ..data import DatasetSplits
-from ..runtime import is_verbose
 from .space import SearchSpace
+from .strategies import make_pruner, make_searcher
+from .task import run_objective
 
 ProgressFn = Callable[[str], None]
+# An objective takes a configuration and a seed and yields one dict of metrics per epoch.
+Objective = Callable[[dict[str, Any], int], Iterator[dict[str, Any]]]
+STATE_FILE = "state.pkl"
 
 
+# ------------------------------------------------------------------------------ the training trial
 @dataclass
 class TrialSettings:
-    """What every trial shares: the data's shape, the training recipe, the seed."""
+    """What every training trial shares: the data's shape, the training recipe, the seed.
 
-    space: SearchSpace
-    input_channels: int
-    num_classes: int
+    >>> TrialSettings(model_inputs={'in_channels': 1, 'num_classes': 10}, max_t=2).task
+    'classification'
+    """
+
+    model_inputs: dict[str, Any]
     max_t: int
-    batch_size: int
-    weight_decay: float
-    augment: list[dict[str, Any]]
-    seed: int
-    threads: int
-
-
-def train_trial(params: dict[str, Any], *, data: DatasetSplits, settings: TrialSettings) -> None:
-    """One trial: build the sampled architecture, train ``max_t`` epochs, report val metrics each epoch."""
-    import torch
-
-    from ..data import build_batch_transform
-    from ..models import build_model
-    from ..optim import MixedPrecisionTrainer
-
-    torch.set_num_threads(settings.threads)
-    torch.manual_seed(settings.seed)
-    spec = {"type": "cellnet", "arch": settings.space.architecture(params), "in_channels": settings.input_channels,
-            "num_classes": settings.num_classes, "dropout": params.get("dropout", 0.1)}
-    trainer = MixedPrecisionTrainer(
-        build_model(spec), "adamw", params["lr"], weight_decay=params.get("weight_decay", settings.weight_decay),
-        scheduler="cosine", warmup_steps=int(params.get("warmup_steps", 0)), clip_grad_norm=1.0,
-        per_device_train_batch_size=int(params.get("batch_size", settings.batch_size)),
-        batch_transform=build_batch_transform(settings.augment, settings.num_classes), seed=settings.seed,
-    )
-    steps = math.ceil(len(data.train) / trainer.batch_size)
-    trainer.total_steps = steps * settings.max_t
-    for epoch in range(1, settings.max_t + 1):
-        train_loss = trainer.train_epoch(data.train)
-        val = trainer.evaluate(data.val)
-        tune.report({"val_accuracy": val["accuracy"], "val_loss": val["loss"], "train_loss": train_loss, "epoch": epoch})
+    task: str = "classification"
+    batch_size: int = 64
+    weight_decay: float = 0.01
+    augment: list[dict[str, Any]] = field(default_factory=list)
+    threads: int = 1
+    measure_latency: bool = False
+    extra_splits: tuple[str, ...] = ()
 
 
 @dataclass
+class TrainingObjective:
+    """One training trial: build the configuration's model, train ``max_t`` epochs, yield val metrics.
+
+    Yields ``val_accuracy`` (classification) or ``val_mae`` (regression), ``val_loss``, ``train_loss``,
+    ``epoch``, ``params`` (parameter count) and, when asked, ``latency_ms`` (batch-1 CPU forward).
+    A NaN loss raises in the trainer, which records the trial as failed.
+    """
+
+    data: Any  # DatasetSplits
+    space: SearchSpace
+    settings: TrialSettings
+
+    def __call__(self, params: dict[str, Any], seed: int) -> Iterator[dict[str, Any]]:
+        import torch
+
+        from ..data import build_batch_transform
+        from ..models import build_model
+        from ..optim import MixedPrecisionTrainer
+
+        torch.set_num_threads(self.settings.threads)
+        torch.manual_seed(seed)
+        model = build_model(self.space.model_spec(params, self.settings.model_inputs))
+        num_classes = self.settings.model_inputs.get("num_classes", 1)
+        augment = build_batch_transform(self.settings.augment, num_classes) if self.settings.augment else None
+        trainer = MixedPrecisionTrainer(
+            model, "adamw", params["lr"], weight_decay=params.get("weight_decay", self.settings.weight_decay),
+            scheduler="cosine", warmup_steps=int(params.get("warmup_steps", 0)), clip_grad_norm=1.0,
+            per_device_train_batch_size=int(params.get("batch_size", self.settings.batch_size)),
+            batch_transform=augment, seed=seed, task=self.settings.task,
+        )
+        trainer.total_steps = math.ceil(len(self.data.train) / trainer.batch_size) * self.settings.max_t
+        size = sum(p.numel() for p in model.parameters())
+        for epoch in range(1, self.settings.max_t + 1):
+            train_loss = trainer.train_epoch(self.data.train)
+            metrics = {f"val_{k}": v for k, v in trainer.evaluate(self.data.val).items()}
+            for split in self.settings.extra_splits:
+                metrics.update({f"{split}_{k}": v for k, v in trainer.evaluate(getattr(self.data, split)).items()})
+            metrics.update(train_loss=train_loss, epoch=epoch, params=size)
+            if self.settings.measure_latency:
+                metrics["latency_ms"] = forward_latency_ms(model, self.data.val.x[:1])
+            yield metrics
+
+
+def forward_latency_ms(model: Any, example: Any, repeats: int = 20) -> float:
+    """Median batch-1 forward time of ``model`` in milliseconds (eval mode, no grad).
+
+    >>> import torch
+    >>> forward_latency_ms(torch.nn.Linear(4, 2), torch.zeros(1, 4)) > 0
+    True
+    """
+    import torch
+
+    model.eval()
+    times = []
+    with torch.no_grad():
+        model(example)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(example)
+            times.append(time.perf_counter() - start)
+    model.train()
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+# ---------------------------------------------------------------------------------- the result
+@dataclass
 class SearchResult:
-    """What a search found: the best configuration and the table of every trial."""
+    """What a search found: the best configuration, the table of every trial, the Pareto front."""
 
     best_params: dict[str, Any]
     best_architecture: str
@@ -80,6 +136,10 @@ class SearchResult:
     wall_s: float
     path: str = ""
     model_spec: dict[str, Any] = field(default_factory=dict)
+    objectives: list[str] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
+    pareto_front: list[dict[str, Any]] = field(default_factory=list)
+    pareto_plot: str = ""
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON (``best.json`` in the search folder); ``train`` reads it."""
@@ -96,54 +156,362 @@ class SearchResult:
         return cls(**json.loads(path.read_text()))
 
 
-def make_sampler(strategy: str, seed: int, n_startup_trials: int):
-    """The Optuna sampler behind each strategy name."""
-    import optuna
+# ------------------------------------------------------------------------------------ the state
+@dataclass
+class TrialRecord:
+    """One configuration: its parameters, every epoch's result, its status and errors."""
 
-    if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if strategy == "tpe":
-        # group=True handles the conditional (per-cell) parameters; constant_liar spreads parallel trials.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True, constant_liar=True)
-    if strategy == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
-    if strategy == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials, warn_independent_sampling=False)
-    if strategy == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    raise ValueError(f"search.strategy.type: unknown {strategy!r}; allowed: random, tpe, gp, cmaes, nsga2")
+    trial_id: str
+    params: dict[str, Any]
+    seed: int
+    status: str = "PENDING"  # RUNNING, TERMINATED, PRUNED, STOPPED, ERROR
+    history: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    attempts: int = 0
+    time_s: float = 0.0
 
-
-def make_scheduler(search: SearchConfig):
-    """The Tune scheduler named by ``search.scheduler.type`` (time unit: epochs)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
-
-    spec = search.scheduler
-    if spec.type == "asha":
-        return ASHAScheduler(time_attr="epoch", metric=search.metric, mode=search.mode, max_t=spec.max_t, grace_period=min(spec.grace_period, spec.max_t), reduction_factor=spec.reduction_factor)
-    if spec.type == "hyperband":
-        return HyperBandScheduler(time_attr="epoch", metric=search.metric, mode=search.mode, max_t=spec.max_t, reduction_factor=spec.reduction_factor)
-    return FIFOScheduler()
+    @property
+    def finished(self) -> bool:
+        return self.status in ("TERMINATED", "PRUNED", "STOPPED", "ERROR")
 
 
-class _EpochBudget(tune.Stopper):
-    """A Tune stopper: stop everything once all trials together have trained ``budget`` epochs."""
+@dataclass
+class SearchState:
+    """Everything a resumed search needs; pickled after every trial start and end."""
 
-    def __init__(self, budget: int | None):
-        self.budget, self.used, self.hit = budget, 0, False
+    searcher: Any
+    pruning: Any  # an Optuna study whose pruner plays the scheduler
+    trials: dict[str, TrialRecord] = field(default_factory=dict)
+    pruning_trials: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0  # search time spent before this run (for the time budget)
+    stop_reason: str = ""
 
-    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        self.used += 1
-        return False
+    def save(self, path: Path) -> None:
+        import cloudpickle
 
-    def stop_all(self) -> bool:
-        self.hit = self.budget is not None and self.used >= self.budget
-        return self.hit
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(cloudpickle.dumps(self))
+        os.replace(tmp, path)  # atomic: a kill leaves the old state or the new, never half of one
+
+    @staticmethod
+    def load(path: Path) -> "SearchState":
+        import cloudpickle
+
+        return cloudpickle.loads(path.read_bytes())
+
+
+# ---------------------------------------------------------------------------------- the runner
+class _Runner:
+    """The driver's loop: ask the searcher, launch tasks, read epoch results, prune, record, persist."""
+
+    def __init__(self, objective: Objective, space: SearchSpace, search: SearchConfig, *, name: str, folder: Path,
+                 seed: int, resume: bool, progress: ProgressFn | None):
+        import ray
+
+        self.space, self.search, self.name, self.seed, self.progress = space, search, name, seed, progress
+        self.metrics, self.modes = search.objectives()
+        self.state_path = folder / STATE_FILE
+        folder.mkdir(parents=True, exist_ok=True)
+        if resume and self.state_path.is_file():
+            self.state = SearchState.load(self.state_path)
+            self.state.stop_reason = ""
+            for record in self.state.trials.values():
+                if not record.finished:  # running at the kill: run again from scratch
+                    record.status, record.history = "PENDING", []
+        else:
+            import optuna
+
+            direction = "maximize" if self.modes[0] == "max" else "minimize"
+            pruning = optuna.create_study(direction=direction, pruner=make_pruner(search))
+            self.state = SearchState(make_searcher(search, space, seed), pruning)
+        self.objective_ref = ray.put(objective)
+        self.task = ray.remote(run_objective)
+        self.task_options = dict(num_returns="streaming", max_retries=0, num_cpus=search.cpus_per_trial,
+                                 num_gpus=search.gpus_per_trial)
+        self.running: dict[Any, str] = {}  # generator -> trial id
+        self.started = time.perf_counter()
+        self.trial_started: dict[str, float] = {}
+        self.grid_size = math.prod(len(v) for v in space.grid().values()) if search.strategy.type == "grid" else None
+
+    # ------------------------------------------------------------------ budgets
+    def elapsed(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self.started
+
+    def epochs_used(self) -> int:
+        return sum(len(r.history) for r in self.state.trials.values())
+
+    def budget_hit(self) -> str:
+        """Why no more epochs may run ('' while the budget lasts)."""
+        budget = self.search.budget
+        if budget.time is not None and self.elapsed() >= budget.time:
+            return f"time budget ({budget.time:g} s) reached"
+        if budget.epochs is not None and self.epochs_used() >= budget.epochs:
+            return f"epoch budget ({budget.epochs} epochs) reached"
+        return ""
+
+    def next_trial(self) -> TrialRecord | None:
+        """A trial to run: a pending one (a retry or a rerun after resume), else a new suggestion."""
+        if self.state.stop_reason or self.budget_hit():
+            return None
+        pending = [r for r in self.state.trials.values() if r.status == "PENDING" and r.trial_id not in self.running.values()]
+        if pending:
+            return pending[0]
+        issued = len(self.state.trials)
+        limit = min(self.search.budget.trials, self.grid_size or self.search.budget.trials)
+        if issued >= limit:
+            return None
+        trial_id = f"{issued:05d}"
+        config = self.state.searcher.suggest(trial_id)
+        if config is None:  # the searcher has nothing left to propose
+            return None
+        record = TrialRecord(trial_id, SearchSpace.unnest(config), seed=self.seed + issued)
+        self.state.trials[trial_id] = record
+        return record
+
+    # ------------------------------------------------------------------- the loop
+    def run(self) -> None:
+        import ray
+
+        while True:
+            while len(self.running) < self.search.concurrency and (record := self.next_trial()) is not None:
+                self.launch(record)
+            if not self.running:
+                break
+            ready, _ = ray.wait(list(self.running), num_returns=1)
+            for generator in ready:
+                self.on_ready(generator)
+        self.state.elapsed_s = self.elapsed()
+        self.state.stop_reason = self.budget_hit() or self.trial_limit_reason()
+        self.state.save(self.state_path)
+
+    def trial_limit_reason(self) -> str:
+        if self.grid_size is not None and self.grid_size <= len(self.state.trials) < self.search.budget.trials:
+            return f"grid exhausted ({self.grid_size} configurations)"
+        return f"trial budget ({self.search.budget.trials} trials) reached"
+
+    def launch(self, record: TrialRecord) -> None:
+        record.status, record.history, record.attempts = "RUNNING", [], record.attempts + 1
+        self.state.pruning_trials[record.trial_id] = self.state.pruning.ask()
+        self.state.save(self.state_path)
+        generator = self.task.options(**self.task_options, name=f"{self.name}/trial-{record.trial_id}").remote(
+            self.objective_ref, record.params, record.seed)
+        self.running[generator] = record.trial_id
+        self.trial_started[record.trial_id] = time.perf_counter()
+
+    def on_ready(self, generator: Any) -> None:
+        import ray
+
+        record = self.state.trials[self.running[generator]]
+        try:
+            result = ray.get(next(generator))
+        except StopIteration:
+            return self.finish(generator, record, "TERMINATED")
+        except Exception as err:  # the objective raised, or its worker died
+            return self.fail(generator, record, _error_line(err))
+        bad = [k for k in self.metrics if not _is_number(result.get(k))]
+        if bad:
+            return self.fail(generator, record, f"metric {bad[0]} is {result.get(bad[0])!r} at epoch {len(record.history) + 1}")
+        result = {**result, "at_s": round(self.elapsed(), 3)}
+        record.history.append(result)
+        if self.should_prune(record, result):
+            return self.finish(generator, record, "PRUNED")
+        if self.budget_hit():
+            return self.finish(generator, record, "STOPPED")
+
+    def should_prune(self, record: TrialRecord, result: dict[str, Any]) -> bool:
+        if len(self.metrics) > 1 or len(record.history) >= self.search.scheduler.max_t:
+            return False  # a trial that ran all its epochs is complete, whatever the last rung says
+        trial = self.state.pruning_trials[record.trial_id]
+        trial.report(float(result[self.metrics[0]]), step=len(record.history))
+        return trial.should_prune()
+
+    def finish(self, generator: Any, record: TrialRecord, status: str) -> None:
+        import optuna
+        import ray
+
+        if status != "TERMINATED":
+            ray.cancel(generator)
+        del self.running[generator]
+        record.status = status
+        record.time_s = round(time.perf_counter() - self.trial_started.pop(record.trial_id), 3)
+        values = self.final_values(record)
+        state = optuna.trial.TrialState.PRUNED if status == "PRUNED" else optuna.trial.TrialState.COMPLETE
+        pruning_trial = self.state.pruning_trials.pop(record.trial_id)
+        if values is None:
+            self.state.pruning.tell(pruning_trial, state=optuna.trial.TrialState.FAIL)
+            self.state.searcher.on_trial_complete(record.trial_id, error=True)
+        else:
+            self.state.pruning.tell(pruning_trial, None if status == "PRUNED" else values[0], state=state)
+            self.state.searcher.on_trial_complete(record.trial_id, result=dict(zip(self.metrics, values)))
+        self.state.save(self.state_path)
+        self.report(record)
+
+    def fail(self, generator: Any, record: TrialRecord, error: str) -> None:
+        import optuna
+        import ray
+
+        ray.cancel(generator)
+        del self.running[generator]
+        record.errors.append(error)
+        self.state.pruning.tell(self.state.pruning_trials.pop(record.trial_id), state=optuna.trial.TrialState.FAIL)
+        record.time_s = round(time.perf_counter() - self.trial_started.pop(record.trial_id), 3)
+        if record.attempts <= self.search.max_failures:
+            record.status = "PENDING"  # retried with the same configuration
+            self.state.save(self.state_path)
+            return
+        record.status = "ERROR"
+        self.state.searcher.on_trial_complete(record.trial_id, error=True)
+        self.state.save(self.state_path)
+        self.report(record)
+
+    def final_values(self, record: TrialRecord) -> list[float] | None:
+        """The trial's value per objective: the best epoch (one metric) or the last epoch (several)."""
+        if not record.history:
+            return None
+        if len(self.metrics) > 1:
+            return [float(record.history[-1][m]) for m in self.metrics]
+        pick = max if self.modes[0] == "max" else min
+        return [float(pick(r[self.metrics[0]] for r in record.history))]
+
+    def report(self, record: TrialRecord) -> None:
+        if self.progress is None:
+            return
+        done = sum(r.finished for r in self.state.trials.values())
+        values = self.final_values(record)
+        shown = " ".join(f"{m}={v:.4g}" for m, v in zip(self.metrics, values)) if values else record.errors[-1][:80]
+        best = self.best_value()
+        self.progress(
+            f"trial {done:>2}/{self.search.budget.trials} {record.status.lower():<10} {self.describe(record):<34} "
+            f"{shown} after {len(record.history)} epoch(s) | best {best}"
+        )
+
+    def describe(self, record: TrialRecord) -> str:
+        text = self.space.architecture(record.params) if self.space.kind != "params" else ""
+        lr = record.params.get("lr")
+        return f"{text} lr={lr:.1e}".strip() if isinstance(lr, float) else text or json.dumps(record.params, default=str)[:34]
+
+    def best_value(self) -> str:
+        if len(self.metrics) > 1:
+            return f"{len(pareto_front(self.table(), self.metrics, self.modes))} on the Pareto front"
+        values = [r[self.metrics[0]] for r in self.table() if r.get(self.metrics[0]) is not None]
+        return f"{(max if self.modes[0] == 'max' else min)(values):.4f}" if values else "-"
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per trial: configuration, value per objective, epochs, time, status, error."""
+        rows = []
+        for record in sorted(self.state.trials.values(), key=lambda r: r.trial_id):
+            values = self.final_values(record) or [None] * len(self.metrics)
+            rows.append({
+                "trial_id": record.trial_id,
+                "architecture": self.space.architecture(record.params) if record.params and self.space.kind != "params" else "",
+                "params": record.params,
+                **dict(zip(self.metrics, values)),
+                "epochs": len(record.history),
+                "time_s": record.time_s,
+                "status": record.status,
+                "attempts": record.attempts,
+                "error": record.errors[-1] if record.errors else None,
+                "history": record.history,
+            })
+        return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _error_line(err: BaseException) -> str:
+    """``Type: first line of the message`` of a (Ray-wrapped) exception."""
+    cause = getattr(err, "cause", None) or err
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def pareto_front(rows: list[dict[str, Any]], metrics: list[str], modes: list[str]) -> list[dict[str, Any]]:
+    """The rows no other row beats in every objective (and strictly in one).
+
+    >>> rows = [{'a': 1, 'b': 5}, {'a': 2, 'b': 4}, {'a': 0, 'b': 1}]
+    >>> [r['a'] for r in pareto_front(rows, ['a', 'b'], ['max', 'min'])]
+    [2, 0]
+    """
+    sign = [1 if m == "max" else -1 for m in modes]
+    scored = [(r, [s * r[m] for s, m in zip(sign, metrics)]) for r in rows if all(_is_number(r.get(m)) for m in metrics)]
+    dominated = lambda a, b: all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))  # noqa: E731
+    return [r for r, score in scored if not any(dominated(score, other) for _, other in scored)]
+
+
+def plot_pareto(rows: list[dict[str, Any]], front: list[dict[str, Any]], metrics: list[str], path: Path) -> Path:
+    """A PNG of every finished trial in the first two objectives, the Pareto front highlighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = metrics[:2]
+    done = [r for r in rows if _is_number(r.get(x)) and _is_number(r.get(y))]
+    figure, axes = plt.subplots(figsize=(5, 4), dpi=100)
+    axes.scatter([r[x] for r in done], [r[y] for r in done], c="lightgray", label="trials")
+    ordered = sorted(front, key=lambda r: r[x])
+    axes.plot([r[x] for r in ordered], [r[y] for r in ordered], "o-", c="tab:red", label="Pareto front")
+    axes.set_xlabel(x), axes.set_ylabel(y), axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def run_trials(
+    objective: Objective,
+    space: SearchSpace,
+    search: SearchConfig,
+    *,
+    name: str = "search",
+    storage_path: str | Path | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    model_spec: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> SearchResult:
+    """Search ``space`` for the best ``objective``; each configuration runs as its own Ray task.
+
+    ``objective(params, seed)`` yields a dict of metrics per epoch (a plain function of params works
+    with one ``yield``). ``resume=True`` with the same ``name`` and ``storage_path`` continues a
+    search that was interrupted, even by SIGKILL.
+
+    >>> def sphere(params, seed):
+    ...     yield {'loss': (params['x'] - 0.3) ** 2}
+    >>> space = SearchSpace.from_mapping({'type': 'params', 'x': {'uniform': [0, 1]}})
+    >>> search = SearchConfig(strategy={'type': 'tpe'}, scheduler={'type': 'fifo'}, metric='loss', mode='min',
+    ...                       budget={'trials': 10})
+    >>> run_trials(sphere, space, search, storage_path='/tmp/ds').best_metric < 0.05  # doctest: +SKIP
+    True
+    """
+    folder = Path(storage_path or Path.cwd() / "runs" / name / "search").resolve() / name
+    runner = _Runner(objective, space, search, name=name, folder=folder, seed=seed, resume=resume, progress=progress)
+    start = time.perf_counter()
+    runner.run()
+    wall = time.perf_counter() - start
+    rows = runner.table()
+    metrics, modes = runner.metrics, runner.modes
+    finished = [r for r in rows if r["status"] != "ERROR" and r[metrics[0]] is not None]
+    if not finished:
+        errors = "; ".join(str(r.get("error")) for r in rows[:3])
+        raise RuntimeError(f"every trial failed ({len(rows)}): {errors}")
+    front = pareto_front(finished, metrics, modes) if len(metrics) > 1 else []
+    best = (max if modes[0] == "max" else min)(front or finished, key=lambda r: r[metrics[0]])
+    plot = str(plot_pareto(rows, front, metrics, folder / "pareto.png")) if front else ""
+    (folder / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
+    return SearchResult(
+        best_params=best["params"], best_architecture=best["architecture"], best_metric=best[metrics[0]],
+        metric=metrics[0], mode=modes[0], trials=rows, stop_reason=runner.state.stop_reason, wall_s=wall,
+        path=str(folder), model_spec=model_spec(best["params"]) if model_spec else {},
+        objectives=metrics, modes=modes, pareto_front=front, pareto_plot=plot,
+    )
 
 
 def run_search(
     search: SearchConfig,
-    data: DatasetSplits,
+    data: Any,
     *,
     name: str = "search",
     storage_path: str | Path | None = None,
@@ -151,11 +519,15 @@ def run_search(
     augment: list[dict[str, Any]] | None = None,
     weight_decay: float = 0.01,
     progress: ProgressFn | None = None,
+    resume: bool = False,
+    extra_splits: tuple[str, ...] = (),
 ) -> SearchResult:
-    """Run a NAS/HPO search on Ray Tune and return the best configuration.
+    """Run a NAS/HPO search over ``data`` (a ``DatasetSplits``) and return the best configuration.
 
     ``search`` is the experiment file's ``search`` section (``HPOConfig`` is the same class), or a
-    :class:`deepseek_ray.nas.NASConfig`, which converts itself.
+    :class:`deepseek_ray.nas.NASConfig`, which converts itself. Each trial trains the space's model
+    for up to ``search.scheduler.max_t`` epochs. ``resume=True`` continues the search stored under
+    the same ``name`` and ``storage_path``.
 
     >>> from deepseek_ray.hpo import HPOConfig, run_search       # doctest: +SKIP
     >>> from deepseek_ray.data import load_dataset                # doctest: +SKIP
@@ -166,114 +538,17 @@ def run_search(
         space, search = search.to_search()
     else:
         space = SearchSpace.load(search.space)
-    from ray.tune.search.optuna import OptunaSearch
-
+    if space.kind == "params":
+        raise ValueError(f"search.space: {space.source} is a 'params' space; run_search trains models, so use nas or hpo")
+    inputs = data.model_inputs() if hasattr(data, "model_inputs") else {"in_channels": data.input_shape[0], "num_classes": data.num_classes}
+    metrics, _ = search.objectives()
     settings = TrialSettings(
-        space=space, input_channels=data.input_shape[0], num_classes=data.num_classes,
-        max_t=search.scheduler.max_t, batch_size=search.batch_size, weight_decay=weight_decay,
+        model_inputs=inputs, max_t=search.scheduler.max_t, task=getattr(data, "task", "classification"),
+        batch_size=search.batch_size, weight_decay=weight_decay,
         augment=[a if isinstance(a, dict) else a.model_dump() for a in (augment or [])],
-        seed=seed, threads=max(1, int(search.cpus_per_trial)),
+        threads=max(1, int(search.cpus_per_trial)), measure_latency="latency_ms" in metrics, extra_splits=extra_splits,
     )
-    searcher = OptunaSearch(
-        space.define_by_run, metric=search.metric, mode=search.mode,
-        sampler=make_sampler(search.strategy.type, seed, search.strategy.n_startup_trials),
+    return run_trials(
+        TrainingObjective(data, space, settings), space, search, name=name, storage_path=storage_path, seed=seed,
+        resume=resume, progress=progress, model_spec=lambda params: space.model_spec(params, inputs),
     )
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, settings=settings),
-        {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
-    )
-    budget = _EpochBudget(search.budget.epochs)
-    tracker = SearchProgress(search, progress, space)
-    storage = str(Path(storage_path or Path.cwd() / "runs" / name / "search").resolve())
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=make_scheduler(search), num_samples=search.budget.trials,
-            max_concurrent_trials=search.concurrency, time_budget_s=search.budget.time, reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=name, storage_path=storage, stop=budget, verbose=1 if is_verbose() else 0, callbacks=[tracker],
-            failure_config=tune.FailureConfig(max_failures=search.max_failures),
-        ),
-    )
-    start = time.perf_counter()
-    grid = tuner.fit()
-    wall = time.perf_counter() - start
-    trials = _trial_table(grid, tracker.history, space, search.metric, search.mode)
-    finished = [t for t in trials if t["status"] != "ERROR" and t[search.metric] is not None]
-    if not finished:
-        errors = "; ".join(str(t.get("error")) for t in trials[:3])
-        raise RuntimeError(f"every trial failed ({len(trials)}): {errors}")
-    best = (max if search.mode == "max" else min)(finished, key=lambda t: t[search.metric])
-    if budget.hit:
-        reason = f"epoch budget ({search.budget.epochs} epochs) reached"
-    elif search.budget.time is not None and len(trials) < search.budget.trials:
-        reason = f"time budget ({search.budget.time:g} s) reached"
-    else:
-        reason = f"trial budget ({search.budget.trials} trials) reached"
-    spec = {"type": "cellnet", "arch": best["architecture"], "in_channels": settings.input_channels,
-            "num_classes": settings.num_classes, "dropout": best["params"].get("dropout", 0.1)}
-    return SearchResult(
-        best_params=best["params"], best_architecture=best["architecture"], best_metric=best[search.metric],
-        metric=search.metric, mode=search.mode, trials=trials, stop_reason=reason, wall_s=wall,
-        path=str(Path(storage) / name), model_spec=spec,
-    )
-
-
-def _trial_table(grid: Any, history: dict[str, list[dict]], space: SearchSpace, metric: str, mode: str) -> list[dict[str, Any]]:
-    """One row per trial: its configuration, best metric over its epochs, epochs run, time, status."""
-    pick = max if mode == "max" else min
-    rows = []
-    for result in grid:
-        params = dict(result.config or {})
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.split("_")[2]
-        reports = history.get(trial_id, [])
-        values = [r[metric] for r in reports if r.get(metric) is not None]
-        rows.append({
-            "trial_id": trial_id,
-            "architecture": space.architecture(params) if params else None,
-            "params": params,
-            metric: float(pick(values)) if values else None,
-            "epochs": len(reports),
-            "time_s": round(float(reports[-1].get("time_total_s", 0.0)), 2) if reports else 0.0,
-            "status": "ERROR" if result.error else "TERMINATED",
-            "error": str(result.error).strip().splitlines()[-1][:300] if result.error else None,
-        })
-    return sorted(rows, key=lambda r: r["trial_id"])
-
-
-class SearchProgress(tune.Callback):
-    """Prints one line per finished trial with the best so far, on the driver."""
-
-    def __init__(self, search: SearchConfig, progress: ProgressFn | None, space: SearchSpace):
-        self.search, self.progress, self.space = search, progress, space
-        self.done, self.best = 0, None
-        self.history: dict[str, list[dict[str, Any]]] = {}
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        keep = (self.search.metric, "val_loss", "train_loss", "epoch", "time_total_s")
-        self.history.setdefault(trial.trial_id, []).append({k: result.get(k) for k in keep})
-        value = result.get(self.search.metric)
-        if value is not None and (self.best is None or (value > self.best if self.search.mode == "max" else value < self.best)):
-            self.best = value
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "done")
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trial, "FAILED")
-
-    def _line(self, trial: Any, status: str) -> None:
-        self.done += 1
-        if self.progress is None:
-            return
-        last = trial.last_result or {}
-        value = last.get(self.search.metric)
-        shown = f"{self.search.metric}={value:.4f}" if isinstance(value, float) else status
-        arch = self.space.architecture(trial.config) if trial.config else "?"
-        lr = trial.config.get("lr")
-        best = f"{self.best:.4f}" if self.best is not None else "-"
-        self.progress(
-            f"trial {self.done:>2}/{self.search.budget.trials} {status:<6} {arch:<34} lr={lr:.1e} "
-            f"{shown} after {len(self.history.get(trial.trial_id, []))} epoch(s) | best {best}"
-        )

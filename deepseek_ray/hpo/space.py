@@ -1,8 +1,17 @@
-"""Search-space files: YAML → an Optuna define-by-run function, with conditional NAS parameters.
+"""Search-space files: YAML → an Optuna define-by-run function or a HyperOpt nested space.
 
-A NAS space (``type: nas``) samples a number of cells, then one op per node of each cell — a
-conditional space, which is why it is define-by-run (Ray's OptunaSearch refuses ``sample_from``).
-Every other key is a hyperparameter domain:
+Three kinds of file, picked by ``type:``
+
+``nas``     a cell network over the op registry: a number of cells, then an op per node of each cell
+            (a conditional space), plus training hyperparameters and ``dropout``.
+``hpo``     ``model: <registered builder>`` and ranges for that builder's keyword arguments plus the
+            training hyperparameters (``lr``, ``weight_decay``, ``batch_size``, ``warmup_steps``);
+            every key is checked against the builder's signature.
+``params``  free parameters for any objective function (benchmarks, user code).
+
+Conditional spaces are why both forms exist: Ray's OptunaSearch and HyperOptSearch refuse
+``tune.sample_from``, so Optuna gets a define-by-run function and HyperOpt nested ``hp.choice``.
+Every other key is a domain:
 
 ==============================  ==========================================
 ``{choice: [a, b, c]}``          one of the values
@@ -17,23 +26,32 @@ a plain value                    a constant
 
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, load_yaml
-from ..models import Architecture
+from ..models import MODELS, Architecture
 from ..nn import OPS
 
 DOMAINS = ("choice", "grid", "uniform", "loguniform", "quniform", "randint")
-# Hyperparameters a trial knows how to use; anything else in a space file is a typo.
-HYPERPARAMETERS = ("lr", "weight_decay", "dropout", "batch_size", "warmup_steps")
-NAS_KEYS = ("type", "ops", "cells", "nodes", "channels")
+KINDS = ("nas", "hpo", "params")
+# What the trial's optimiser uses; everything else in a nas/hpo file goes to the model builder.
+TRAINING_KEYS = ("lr", "weight_decay", "batch_size", "warmup_steps")
+NAS_STRUCTURE = ("cells", "nodes", "channels")
+# Builder arguments that come from the data (DatasetSplits.model_inputs) or from the NAS genotype.
+DERIVED_KWARGS = ("in_channels", "num_classes", "in_features", "vocab_size", "max_len", "out_features", "arch")
 
 
 @dataclass(frozen=True)
 class Domain:
-    """One searchable parameter: its kind (one of :data:`DOMAINS`) and its arguments."""
+    """One searchable parameter: its kind (one of :data:`DOMAINS`) and its arguments.
+
+    >>> Domain('randint', (1, 3)).to_hyperopt('layers') is not None
+    True
+    """
 
     kind: str
     args: tuple
@@ -51,13 +69,36 @@ class Domain:
             return trial.suggest_float(name, low, high, step=step)
         return trial.suggest_int(name, *self.args)  # randint
 
+    def to_hyperopt(self, label: str) -> Any:
+        """The same domain as a HyperOpt expression (``label`` must be unique in the space)."""
+        from hyperopt import hp
+        from hyperopt.pyll import scope
+
+        if self.kind in ("choice", "grid"):
+            return hp.choice(label, list(self.args))
+        if self.kind == "uniform":
+            return hp.uniform(label, *self.args)
+        if self.kind == "loguniform":
+            return hp.loguniform(label, math.log(self.args[0]), math.log(self.args[1]))
+        if self.kind == "quniform":
+            return hp.quniform(label, *self.args)
+        return scope.int(hp.randint(label, self.args[0], self.args[1] + 1))  # hyperopt's high is exclusive
+
     def values(self) -> list[Any] | None:
-        """The finite set of values, for categorical domains."""
-        return list(self.args) if self.kind in ("choice", "grid") else None
+        """The finite set of values (categorical domains and ``randint``), or None."""
+        if self.kind in ("choice", "grid"):
+            return list(self.args)
+        if self.kind == "randint":
+            return list(range(self.args[0], self.args[1] + 1))
+        return None
 
 
 def parse_domain(key: str, spec: Any, source: str) -> Domain:
-    """Turn ``{loguniform: [1e-4, 1e-2]}`` (or a constant) into a :class:`Domain`."""
+    """Turn ``{loguniform: [1e-4, 1e-2]}`` (or a constant) into a :class:`Domain`.
+
+    >>> parse_domain('lr', {'loguniform': [1e-4, 1e-2]}, 'x.yaml')
+    Domain(kind='loguniform', args=(0.0001, 0.01))
+    """
     if not isinstance(spec, dict):
         return Domain("choice", (spec,))
     if len(spec) != 1 or next(iter(spec)) not in DOMAINS:
@@ -76,60 +117,187 @@ def parse_domain(key: str, spec: Any, source: str) -> Domain:
     return Domain(kind, args)
 
 
+def builder_kwargs(model: str, source: str) -> list[str]:
+    """The searchable keyword arguments of a registered model builder (data-derived ones excluded).
+
+    >>> builder_kwargs('cellnet', 'x.yaml')
+    ['dropout']
+    """
+    if model not in MODELS:
+        raise ConfigError(source, [f"model: unknown {model!r}; registered models: {', '.join(sorted(MODELS))}"])
+    parameters = inspect.signature(MODELS[model]).parameters.values()
+    named = (p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return [name for name in named if name not in DERIVED_KWARGS]
+
+
 @dataclass
 class SearchSpace:
     """A parsed search-space file.
 
     >>> space = SearchSpace.from_mapping({'type': 'nas', 'ops': ['conv3x3', 'identity'],
     ...     'cells': {'choice': [2, 3]}, 'channels': {'choice': [16]}, 'lr': {'loguniform': [1e-4, 1e-2]}})
-    >>> space.architecture({'cells': 2, 'channels': 16, 'cell0_op0': 'conv3x3', 'cell1_op0': 'identity'})
+    >>> params = {'cells': 2, 'channels': 16, 'cell0_op0': 'conv3x3', 'cell1_op0': 'identity', 'lr': 1e-3}
+    >>> space.architecture(params)
+    'c16|conv3x3|identity'
+    >>> space.model_spec(params, {'in_channels': 1, 'num_classes': 10})['arch']
     'c16|conv3x3|identity'
     """
 
     kind: str
+    model: str | None = None  # the builder a trial trains (cellnet for nas)
     ops: list[str] = field(default_factory=list)
-    structure: dict[str, Domain] = field(default_factory=dict)  # cells, nodes, channels
+    structure: dict[str, Domain] = field(default_factory=dict)  # nas: cells, nodes, channels
     hyperparameters: dict[str, Domain] = field(default_factory=dict)
     source: str = "<space>"
 
     @classmethod
     def load(cls, path: str | Path) -> "SearchSpace":
+        """Read and validate a search-space file."""
         return cls.from_mapping(load_yaml(path), str(path))
 
     @classmethod
     def from_mapping(cls, raw: dict[str, Any], source: str = "<space>") -> "SearchSpace":
+        """Validate a parsed space; every error names its key and what is allowed."""
         kind = raw.get("type", "nas")
-        if kind != "nas":
-            raise ConfigError(source, [f"type: got {kind!r}; allowed: nas"])
-        unknown = [k for k in raw if k not in NAS_KEYS + HYPERPARAMETERS]
-        if unknown:
-            allowed = ", ".join(NAS_KEYS + HYPERPARAMETERS)
-            raise ConfigError(source, [f"{k}: unknown key; allowed keys: {allowed}" for k in unknown])
-        ops = list(raw.get("ops") or [])
+        if kind not in KINDS:
+            raise ConfigError(source, [f"type: got {kind!r}; allowed: {', '.join(KINDS)}"])
+        body = {k: v for k, v in raw.items() if k != "type"}
+        if kind == "params":
+            return cls(kind, hyperparameters={k: parse_domain(k, v, source) for k, v in body.items()}, source=source)
+        if kind == "nas":
+            return cls._nas(body, source)
+        return cls._hpo(body, source)
+
+    @classmethod
+    def _nas(cls, body: dict[str, Any], source: str) -> "SearchSpace":
+        allowed = ("ops",) + NAS_STRUCTURE + TRAINING_KEYS + tuple(builder_kwargs("cellnet", source))
+        _reject_unknown(body, allowed, source)
+        ops = list(body.get("ops") or [])
         bad_ops = [op for op in ops if op not in OPS]
         if not ops or bad_ops:
             raise ConfigError(source, [f"ops: got {bad_ops or ops!r}; choose from the registered ops: {', '.join(sorted(OPS))}"])
         structure = {
-            key: parse_domain(key, raw.get(key, default), source)
+            key: parse_domain(key, body.get(key, default), source)
             for key, default in (("cells", {"choice": [2, 3]}), ("nodes", 1), ("channels", {"choice": [16, 32]}))
         }
-        hyper = {key: parse_domain(key, raw[key], source) for key in HYPERPARAMETERS if key in raw}
+        for key, domain in structure.items():
+            if domain.values() is None or not all(isinstance(v, int) and v >= 1 for v in domain.values()):
+                raise ConfigError(source, [f"{key}: got {domain.kind} {list(domain.args)}; needs whole numbers ≥ 1 (choice, grid or randint)"])
+        hyper = {key: parse_domain(key, value, source) for key, value in body.items() if key not in ("ops",) + NAS_STRUCTURE}
         hyper.setdefault("lr", Domain("loguniform", (1e-4, 1e-2)))
-        return cls(kind, ops, structure, hyper, source)
+        return cls("nas", "cellnet", ops, structure, hyper, source)
+
+    @classmethod
+    def _hpo(cls, body: dict[str, Any], source: str) -> "SearchSpace":
+        model = body.pop("model", None)
+        if model is None:
+            raise ConfigError(source, [f"model: required for type hpo; registered models: {', '.join(sorted(MODELS))}"])
+        derived = [k for k in body if k in DERIVED_KWARGS]
+        if derived:
+            raise ConfigError(source, [f"{k}: comes from the data (or the NAS genotype), not the search space" for k in derived])
+        _reject_unknown(body, TRAINING_KEYS + tuple(builder_kwargs(str(model), source)), source, f"for model {model!r}")
+        hyper = {key: parse_domain(key, value, source) for key, value in body.items()}
+        hyper.setdefault("lr", Domain("loguniform", (1e-4, 1e-2)))
+        return cls("hpo", str(model), hyperparameters=hyper, source=source)
+
+    # ------------------------------------------------------------------------ sampling
+    def max_cells(self) -> int:
+        return max(self.structure["cells"].values()) if self.kind == "nas" else 0
 
     def define_by_run(self, trial: Any) -> None:
         """Sample one configuration into an Optuna trial: structure first, then an op per node."""
-        cells = self.structure["cells"].suggest(trial, "cells")
-        nodes = self.structure["nodes"].suggest(trial, "nodes")
-        self.structure["channels"].suggest(trial, "channels")
-        for cell in range(cells):
-            for node in range(nodes):
-                trial.suggest_categorical(f"cell{cell}_op{node}", self.ops)
+        if self.kind == "nas":
+            cells = self.structure["cells"].suggest(trial, "cells")
+            nodes = self.structure["nodes"].suggest(trial, "nodes")
+            self.structure["channels"].suggest(trial, "channels")
+            for cell in range(cells):
+                for node in range(nodes):
+                    trial.suggest_categorical(f"cell{cell}_op{node}", self.ops)
         for name, domain in self.hyperparameters.items():
             domain.suggest(trial, name)
 
+    def to_hyperopt(self) -> dict[str, Any]:
+        """The space as HyperOpt expressions; the NAS structure is a nested ``hp.choice``.
+
+        HyperOptSearch returns the nested choice flattened (``'structure/cells'``):
+        :meth:`unnest` turns it back into flat parameters.
+        """
+        from hyperopt import hp
+
+        space = {name: domain.to_hyperopt(name) for name, domain in self.hyperparameters.items()}
+        if self.kind == "nas":
+            options = []
+            for cells in self.structure["cells"].values():
+                for nodes in self.structure["nodes"].values():
+                    option = {"cells": cells, "nodes": nodes}
+                    for cell in range(cells):
+                        for node in range(nodes):
+                            key = f"cell{cell}_op{node}"
+                            option[key] = hp.choice(f"c{cells}n{nodes}_{key}", self.ops)
+                    options.append(option)
+            space["structure"] = hp.choice("structure", options)
+            space["channels"] = self.structure["channels"].to_hyperopt("channels")
+        return space
+
+    @staticmethod
+    def unnest(config: dict[str, Any]) -> dict[str, Any]:
+        """Flatten a searcher's (possibly nested) config into parameter names.
+
+        >>> SearchSpace.unnest({'lr': 0.1, 'structure': {'cells': 1, 'cell0_op0': 'zero'}, 'structure/nodes': 1})
+        {'lr': 0.1, 'cells': 1, 'cell0_op0': 'zero', 'nodes': 1}
+        """
+        flat: dict[str, Any] = {}
+        for key, value in config.items():
+            if isinstance(value, dict):
+                flat.update(SearchSpace.unnest(value))
+            else:
+                flat[key.rsplit("/", 1)[-1]] = value
+        return flat
+
+    def grid(self) -> dict[str, list[Any]]:
+        """Every parameter's finite values, for grid search (NAS: ops for the largest network)."""
+        finite = {**self.structure, **self.hyperparameters}
+        continuous = [f"{k}: grid search needs choice, grid or randint domains, got {d.kind}"
+                      for k, d in finite.items() if d.values() is None]
+        if continuous:
+            raise ConfigError(self.source, continuous)
+        grid = {key: domain.values() for key, domain in finite.items()}
+        nodes = max(self.structure["nodes"].values()) if self.kind == "nas" else 0
+        for cell in range(self.max_cells()):
+            for node in range(nodes):
+                grid[f"cell{cell}_op{node}"] = list(self.ops)
+        return grid
+
+    # ------------------------------------------------------------------------- decoding
     def architecture(self, params: dict[str, Any]) -> str:
-        """The architecture string of a sampled configuration."""
-        nodes = params.get("nodes", 1)
-        cells = tuple(tuple(params[f"cell{c}_op{n}"] for n in range(nodes)) for c in range(params["cells"]))
-        return Architecture(int(params["channels"]), cells).encode()
+        """The readable model of a configuration: an architecture string (nas) or ``model(k=v, ...)``."""
+        if self.kind == "nas":
+            nodes = params.get("nodes", 1)
+            cells = tuple(tuple(params[f"cell{c}_op{n}"] for n in range(nodes)) for c in range(params["cells"]))
+            return Architecture(int(params["channels"]), cells).encode()
+        if self.kind == "hpo":
+            shown = ", ".join(f"{k}={v}" for k, v in self.model_kwargs(params).items())
+            return f"{self.model}({shown})"
+        return ""
+
+    def model_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The configuration's keyword arguments for the model builder (training keys left out)."""
+        skip = set(TRAINING_KEYS) | set(NAS_STRUCTURE) | {"structure"}
+        return {k: v for k, v in params.items() if k not in skip and not k.startswith("cell")}
+
+    def model_spec(self, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        """``build_model`` spec of a configuration, given the data-derived ``inputs``."""
+        if self.model is None:
+            raise ValueError(f"{self.source}: a 'params' space has no model to build")
+        spec = {"type": self.model, **inputs, **self.model_kwargs(params)}
+        if self.kind == "nas":
+            spec["arch"] = self.architecture(params)
+        accepted = inspect.signature(MODELS[self.model]).parameters
+        return {k: v for k, v in spec.items() if k == "type" or k in accepted}
+
+
+def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...], source: str, where: str = "") -> None:
+    unknown = [k for k in body if k not in allowed]
+    if unknown:
+        suffix = f" {where}" if where else ""
+        raise ConfigError(source, [f"{k}: unknown key{suffix}; allowed keys: {', '.join(allowed)}" for k in unknown])
