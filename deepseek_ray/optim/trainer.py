@@ -111,6 +111,7 @@ class MixedPrecisionTrainer:
         self.last_grad_norm: torch.Tensor | None = None
         self.oom_recovery = oom_recovery
         self.oom_events = 0
+        self._gloo: Any = None
         # A hook called before each micro-batch with (step, micro_index): for failure drills in tests.
         self.before_micro_batch: Callable[[int, int], None] | None = None
 
@@ -232,29 +233,38 @@ class MixedPrecisionTrainer:
         """Forward/backward over one accumulation window, then one optimizer step.
 
         Returns the window's summed loss, or None when any rank ran out of memory (gradients dropped).
+        Under DDP every rank runs exactly one gradient-syncing forward/backward per window, even after an
+        OOM: DDP's reducer expects the backward of every syncing forward, so a rank that ran out of
+        memory stands in with two examples, and on agreement all ranks back-propagate ``loss × 0``.
         """
-        distributed = _world()[1] > 1
+        distributed = _world()[1] > 1 and self.oom_recovery
         slices = [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
         total, oom = torch.zeros((), device=self.device), False
         for index, chunk in enumerate(slices):
             last = index == len(slices) - 1
+            if oom and not last:
+                continue  # this rank already failed: skip to the window's syncing micro-batch
             try:
-                if self.before_micro_batch is not None:
-                    self.before_micro_batch(self.step, index)
-                x, y = _fetch(data, chunk)
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                if self.batch_transform is not None:
-                    x, y = self.batch_transform(x, y, generator)
-                with self._no_sync(not last), self._autocast():
-                    loss = self.loss(self.forward(x), y)
+                loss = self._micro_loss(data, chunk if not oom else chunk[:2], index, generator, sync=last)
             except torch.OutOfMemoryError:
                 oom = True
-            # Before the micro-batch whose backward all-reduces gradients, every rank must agree.
-            if last and self.oom_recovery and distributed:
-                oom = _any_rank(oom, self.device)
-            if oom:
+                if not distributed:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
+                if not last:
+                    continue
+                self._free_cache()
+                loss = self._micro_loss(data, chunk[:2], index, generator, sync=True)
+            if last and distributed:
+                oom = _any_rank(oom, self._flag_group())
+            if oom and last:
+                if distributed:
+                    with self._no_sync(False):
+                        (loss * 0.0).backward()  # completes DDP's reduction on every rank, adds nothing
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
+            if oom:
+                continue
             weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
             with self._no_sync(not last):
                 self.scaler.scale(loss * weight).backward()
@@ -262,11 +272,35 @@ class MixedPrecisionTrainer:
         self._optimizer_step()
         return total
 
+    def _micro_loss(self, data: Dataset, chunk: list[int], index: int, generator: torch.Generator, sync: bool) -> torch.Tensor:
+        if self.before_micro_batch is not None:
+            self.before_micro_batch(self.step, index)
+        x, y = _fetch(data, chunk)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.batch_transform is not None:
+            x, y = self.batch_transform(x, y, generator)
+        with self._no_sync(not sync), self._autocast():
+            return self.loss(self.forward(x), y)
+
+    def _free_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _flag_group(self) -> Any:
+        """A CPU (gloo) process group for the OOM flag: agreeing over it never waits for the GPU's queue.
+
+        An out-of-memory error is raised on the host when an allocation fails, so the flag is known before
+        any kernel finishes; an NCCL all-reduce of it would make the host wait for the whole queued forward.
+        """
+        if self._gloo is None:
+            # Its own group even under gloo, so the flag never interleaves with DDP's collectives.
+            self._gloo = dist.new_group(backend="gloo")
+        return self._gloo
+
     def _back_off(self) -> None:
         if self.batch_size == 1:
             raise torch.OutOfMemoryError("out of memory with a micro-batch of 1: the model does not fit")
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        self._free_cache()
         self.batch_size //= 2
         self.accumulation *= 2
         self.oom_events += 1
@@ -391,10 +425,10 @@ def _fetch(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tenso
     return default_collate([data[i] for i in indices])
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is True on any rank (one tiny all-reduce)."""
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+def _any_rank(flag: bool, group: Any) -> bool:
+    """True on every rank when ``flag`` is True on any rank (one tiny all-reduce over a CPU group)."""
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
     return bool(tensor.item())
 
 

@@ -88,25 +88,32 @@ def build_trainer(settings: TrainSettings, num_classes: int, distributed: bool):
     )
 
 
-def oom_drill(step: int) -> Callable[[int, int], None]:
-    """A ``before_micro_batch`` hook that raises one CUDA-style out-of-memory error at ``step``.
+def inject_oom(trainer: Any, step: int) -> None:
+    """Make the network's own forward raise one out-of-memory error at optimizer step ``step``.
 
-    >>> hook = oom_drill(2); hook(1, 0)
+    It fires inside the wrapped module, after DDP's pre-forward collectives, where a real CUDA OOM
+    strikes; the trainer must then back off on every rank.
+
+    >>> from deepseek_ray.optim import MixedPrecisionTrainer
+    >>> trainer = MixedPrecisionTrainer(torch.nn.Linear(2, 2))
+    >>> inject_oom(trainer, step=0)
     >>> try:
-    ...     hook(2, 0)
+    ...     trainer.model(torch.zeros(1, 2))
     ... except torch.OutOfMemoryError as err:
     ...     print(err)
-    injected out of memory at step 2
-    >>> hook(2, 0)  # only once
+    injected out of memory at step 0
+    >>> trainer.model(torch.zeros(1, 2)).shape  # only once
+    torch.Size([1, 2])
     """
-    fired = []
+    network = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    fired: list[bool] = []
 
-    def hook(current: int, micro_index: int) -> None:
-        if current == step and micro_index == 0 and not fired:
+    def hook(module: torch.nn.Module, inputs: Any) -> None:
+        if trainer.step == step and module.training == trainer.model.training and not fired:
             fired.append(True)
             raise torch.OutOfMemoryError(f"injected out of memory at step {step}")
 
-    return hook
+    network.register_forward_pre_hook(hook)
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -127,7 +134,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     trainer = build_trainer(settings, data.num_classes, distributed=context.get_world_size() > 1)
     trainer.total_steps = settings.epochs * trainer.steps_per_epoch(data.train)
     if settings.inject_oom is not None and settings.inject_oom["rank"] == rank:
-        trainer.before_micro_batch = oom_drill(settings.inject_oom["step"])
+        inject_oom(trainer, settings.inject_oom["step"])
 
     best, best_weights, stale = None, None, 0
     checkpoint = ray.train.get_checkpoint()
