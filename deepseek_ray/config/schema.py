@@ -133,8 +133,34 @@ class HyperbandSchedulerConfig(Section):
     reduction_factor: float = Field(3.0, gt=1)
 
 
+class PbtSchedulerConfig(Section):
+    """Population-based training (Jaderberg et al. 2017), synchronous: every ``perturbation_interval``
+    epochs the worst ``quantile_fraction`` of the trials copy the weights and optimizer state of a
+    random trial from the best fraction and continue with its hyperparameters, perturbed.
+
+    Needs one metric and one architecture shared by every trial (weights are copied).
+    """
+
+    type: Literal["pbt"]
+    max_t: int = Field(4, ge=2, description="Epochs of every trial.")
+    perturbation_interval: int = Field(1, ge=1, description="Epochs between exploit/explore steps; below max_t.")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="Share of trials copied from (top) and replaced (bottom).")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="Chance a perturbed value is drawn afresh from its domain.")
+    perturbation_factors: tuple[float, float] = Field((0.8, 1.2), description="Otherwise a numeric value is multiplied by one of these.")
+    hyperparameters: list[str] | None = Field(
+        None, description="Keys to perturb; default: every searched float (uniform, loguniform, quniform) in the space.")
+
+    @model_validator(mode="after")
+    def _interval_below_max_t(self) -> "PbtSchedulerConfig":
+        if self.perturbation_interval >= self.max_t:
+            raise ValueError(f"perturbation_interval ({self.perturbation_interval}) must be below max_t ({self.max_t}), "
+                             "or no trial is ever perturbed")
+        return self
+
+
 SchedulerConfig = Annotated[
-    Union[FifoSchedulerConfig, AshaSchedulerConfig, HyperbandSchedulerConfig], Field(discriminator="type")
+    Union[FifoSchedulerConfig, AshaSchedulerConfig, HyperbandSchedulerConfig, PbtSchedulerConfig],
+    Field(discriminator="type"),
 ]
 
 
@@ -152,7 +178,8 @@ class BudgetConfig(Section):
 
 
 class SearchConfig(Section):
-    """Ray Tune searchers over a search-space file: a searcher (``strategy``) and a scheduler.
+    """Ray Tune searchers over a search-space file: a searcher (``strategy``) and a scheduler
+    (``fifo``, ``asha``, ``hyperband``, or ``pbt`` for a space whose trials share one architecture).
 
     ``metric``/``mode`` take a list for a multi-objective search (e.g. ``[val_accuracy, latency_ms]``
     with ``[max, min]``), which returns the Pareto front and needs the ``fifo`` scheduler.
@@ -175,6 +202,8 @@ class SearchConfig(Section):
         metrics, modes = self.objectives()
         if len(metrics) != len(modes):
             raise ValueError(f"metric and mode need one entry each: got {len(metrics)} metric(s), {len(modes)} mode(s)")
+        if len(metrics) > 1 and self.scheduler.type == "pbt":
+            raise ValueError(f"scheduler pbt ranks trials by one metric; a multi-objective search ({metrics}) needs scheduler type fifo")
         if len(metrics) > 1 and self.scheduler.type != "fifo":
             raise ValueError(f"a multi-objective search ({metrics}) needs scheduler type fifo, got {self.scheduler.type!r}")
         if len(metrics) > 1 and self.strategy.type in ("cmaes", "hyperopt", "evolution", "grid"):

@@ -19,7 +19,7 @@ _HOME = {
     "forward_latency_ms": ".runner", "pareto_front": ".runner", "run_search": ".runner", "run_trials": ".runner",
     "DOMAINS": ".space", "KINDS": ".space", "Domain": ".space", "SearchSpace": ".space", "parse_domain": ".space",
     "RegularizedEvolutionSampler": ".strategies", "make_pruner": ".strategies", "make_sampler": ".strategies",
-    "make_searcher": ".strategies", "sampler_of": ".strategies",
+    "make_searcher": ".strategies", "sampler_of": ".strategies", "PBTRunner": ".pbt", "check_pbt": ".pbt",
 }
 __all__ = sorted(_HOME)
 

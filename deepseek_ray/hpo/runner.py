@@ -69,7 +69,14 @@ class TrainingObjective:
     space: SearchSpace
     settings: TrialSettings
 
-    def __call__(self, params: dict[str, Any], seed: int) -> Iterator[dict[str, Any]]:
+    def __call__(self, params: dict[str, Any], seed: int, checkpoint: bytes | None = None,
+                 epochs: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
+        """Train epochs ``epochs[0] + 1 … epochs[1]`` (default: all ``max_t``), yielding each epoch's metrics.
+
+        PBT runs a trial in segments: ``checkpoint`` (weights, optimizer state and counters, maybe
+        another trial's) is where the segment starts; the segment's last result carries the new
+        ``checkpoint``. The optimizer continues with *this* configuration's ``lr`` and ``weight_decay``.
+        """
         import torch
 
         from ..data import build_batch_transform
@@ -88,8 +95,11 @@ class TrainingObjective:
             batch_transform=augment, seed=seed, task=self.settings.task,
         )
         trainer.total_steps = math.ceil(len(self.data.train) / trainer.batch_size) * self.settings.max_t
+        if checkpoint is not None:
+            _continue_from(trainer, checkpoint, params.get("weight_decay"))
         size = sum(p.numel() for p in model.parameters())
-        for epoch in range(1, self.settings.max_t + 1):
+        first, last = epochs or (0, self.settings.max_t)
+        for epoch in range(first + 1, last + 1):
             train_loss = trainer.train_epoch(self.data.train)
             metrics = {f"val_{k}": v for k, v in trainer.evaluate(self.data.val).items()}
             for split in self.settings.extra_splits:
@@ -97,7 +107,35 @@ class TrainingObjective:
             metrics.update(train_loss=train_loss, epoch=epoch, params=size)
             if self.settings.measure_latency:
                 metrics["latency_ms"] = forward_latency_ms(model, self.data.val.x[:1])
+            if epochs is not None and epoch == last:
+                metrics["checkpoint"] = _to_bytes(trainer.state_dict())
             yield metrics
+
+
+def _to_bytes(state: dict[str, Any]) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _continue_from(trainer: Any, checkpoint: bytes, weight_decay: float | None) -> None:
+    """Load a trainer checkpoint, keeping this trial's hyperparameters.
+
+    The learning rate needs nothing: the schedule sets it from the trainer's own ``base_lrs`` at
+    every step. The weight decay would stay the checkpoint's, so it is set back.
+    """
+    import io
+
+    import torch
+
+    trainer.load_state_dict(torch.load(io.BytesIO(checkpoint), weights_only=True))
+    if weight_decay is not None:
+        for group in trainer.optimizer.param_groups:
+            group["weight_decay"] = weight_decay
 
 
 def forward_latency_ms(model: Any, example: Any, repeats: int = 20) -> float:
@@ -168,7 +206,10 @@ class TrialRecord:
     history: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     attempts: int = 0
-    time_s: float = 0.0
+    time_s: float = 0.0  # over every attempt and segment
+    checkpoint: str = ""  # PBT: the file the next segment starts from (maybe another trial's)
+    checkpoint_epoch: int = 0  # PBT: epochs trained into that checkpoint
+    lineage: list[dict[str, Any]] = field(default_factory=list)  # PBT: one entry per exploit
 
     @property
     def finished(self) -> bool:
@@ -185,6 +226,8 @@ class SearchState:
     pruning_trials: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0  # search time spent before this run (for the time budget)
     stop_reason: str = ""
+    generation: int = 0  # PBT: exploit/explore steps taken
+    rng: Any = None  # PBT: random.Random behind exploit/explore, restored on resume
 
     def save(self, path: Path) -> None:
         import cloudpickle
@@ -216,8 +259,8 @@ class _Runner:
             self.state = SearchState.load(self.state_path)
             self.state.stop_reason = ""
             for record in self.state.trials.values():
-                if not record.finished:  # running at the kill: run again from scratch
-                    record.status, record.history = "PENDING", []
+                if not record.finished:  # running at the kill: run again from its last checkpoint (or scratch)
+                    record.status, record.history = "PENDING", record.history[:record.checkpoint_epoch]
         else:
             import optuna
 
@@ -253,9 +296,13 @@ class _Runner:
         """A trial to run: a pending one (a retry or a rerun after resume), else a new suggestion."""
         if self.state.stop_reason or self.budget_hit():
             return None
-        pending = [r for r in self.state.trials.values() if r.status == "PENDING" and r.trial_id not in self.running.values()]
-        if pending:
-            return pending[0]
+        return self.pending_trial() or self.new_trial()
+
+    def pending_trial(self) -> TrialRecord | None:
+        running = set(self.running.values())
+        return next((r for r in self.state.trials.values() if r.status == "PENDING" and r.trial_id not in running), None)
+
+    def new_trial(self) -> TrialRecord | None:
         issued = len(self.state.trials)
         limit = min(self.search.budget.trials, self.grid_size or self.search.budget.trials)
         if issued >= limit:
@@ -280,9 +327,13 @@ class _Runner:
             ready, _ = ray.wait(list(self.running), num_returns=1)
             for generator in ready:
                 self.on_ready(generator)
+        self.wrap_up()
         self.state.elapsed_s = self.elapsed()
         self.state.stop_reason = self.budget_hit() or self.trial_limit_reason()
         self.state.save(self.state_path)
+
+    def wrap_up(self) -> None:
+        """Settle trials left between segments when the loop ends (PBT)."""
 
     def trial_limit_reason(self) -> str:
         if self.grid_size is not None and self.grid_size <= len(self.state.trials) < self.search.budget.trials:
@@ -290,13 +341,23 @@ class _Runner:
         return f"trial budget ({self.search.budget.trials} trials) reached"
 
     def launch(self, record: TrialRecord) -> None:
-        record.status, record.history, record.attempts = "RUNNING", [], record.attempts + 1
-        self.state.pruning_trials[record.trial_id] = self.state.pruning.ask()
+        record.status, record.history, record.attempts = "RUNNING", record.history[:record.checkpoint_epoch], record.attempts + 1
+        self.open_pruning(record)
         self.state.save(self.state_path)
         generator = self.task.options(**self.task_options, name=f"{self.name}/trial-{record.trial_id}").remote(
-            self.objective_ref, record.params, record.seed)
+            self.objective_ref, record.params, record.seed, **self.segment(record))
         self.running[generator] = record.trial_id
         self.trial_started[record.trial_id] = time.perf_counter()
+
+    def open_pruning(self, record: TrialRecord) -> None:
+        self.state.pruning_trials[record.trial_id] = self.state.pruning.ask()
+
+    def segment(self, record: TrialRecord) -> dict[str, Any]:
+        """Extra arguments of the objective (PBT: where to start and stop)."""
+        return {}
+
+    def stop_clock(self, record: TrialRecord) -> None:
+        record.time_s = round(record.time_s + time.perf_counter() - self.trial_started.pop(record.trial_id), 3)
 
     def on_ready(self, generator: Any) -> None:
         import ray
@@ -305,14 +366,17 @@ class _Runner:
         try:
             result = ray.get(next(generator))
         except StopIteration:
-            return self.finish(generator, record, "TERMINATED")
+            return self.segment_done(generator, record)
         except Exception as err:  # the objective raised, or its worker died
             return self.fail(generator, record, _error_line(err))
         bad = [k for k in self.metrics if not _is_number(result.get(k))]
         if bad:
             return self.fail(generator, record, f"metric {bad[0]} is {result.get(bad[0])!r} at epoch {len(record.history) + 1}")
+        checkpoint = result.pop("checkpoint", None)
         result = {**result, "at_s": round(self.elapsed(), 3)}
         record.history.append(result)
+        if checkpoint is not None:
+            self.keep_checkpoint(record, checkpoint)
         if self.should_prune(record, result):
             return self.finish(generator, record, "PRUNED")
         if self.budget_hit():
@@ -325,15 +389,27 @@ class _Runner:
         trial.report(float(result[self.metrics[0]]), step=len(record.history))
         return trial.should_prune()
 
+    def segment_done(self, generator: Any, record: TrialRecord) -> None:
+        """The objective's generator ended: the trial is complete (PBT: its segment is)."""
+        self.finish(generator, record, "TERMINATED")
+
+    def keep_checkpoint(self, record: TrialRecord, checkpoint: bytes) -> None:
+        """Only PBT continues trials from checkpoints; other schedulers drop them."""
+
     def finish(self, generator: Any, record: TrialRecord, status: str) -> None:
-        import optuna
         import ray
 
         if status != "TERMINATED":
             ray.cancel(generator)
         del self.running[generator]
+        self.stop_clock(record)
+        self.complete(record, status)
+
+    def complete(self, record: TrialRecord, status: str) -> None:
+        """Record the trial's end and tell the pruning study and the searcher."""
+        import optuna
+
         record.status = status
-        record.time_s = round(time.perf_counter() - self.trial_started.pop(record.trial_id), 3)
         values = self.final_values(record)
         state = optuna.trial.TrialState.PRUNED if status == "PRUNED" else optuna.trial.TrialState.COMPLETE
         pruning_trial = self.state.pruning_trials.pop(record.trial_id)
@@ -354,7 +430,7 @@ class _Runner:
         del self.running[generator]
         record.errors.append(error)
         self.state.pruning.tell(self.state.pruning_trials.pop(record.trial_id), state=optuna.trial.TrialState.FAIL)
-        record.time_s = round(time.perf_counter() - self.trial_started.pop(record.trial_id), 3)
+        self.stop_clock(record)
         if record.attempts <= self.search.max_failures:
             record.status = "PENDING"  # retried with the same configuration
             self.state.save(self.state_path)
@@ -412,6 +488,7 @@ class _Runner:
                 "attempts": record.attempts,
                 "error": record.errors[-1] if record.errors else None,
                 "history": record.history,
+                **({"checkpoint": record.checkpoint, "lineage": record.lineage} if record.checkpoint else {}),
             })
         return rows
 
@@ -478,6 +555,11 @@ def run_trials(
     with one ``yield``). ``resume=True`` with the same ``name`` and ``storage_path`` continues a
     search that was interrupted, even by SIGKILL.
 
+    Under ``scheduler: {type: pbt}`` (:mod:`.pbt`) the objective runs in segments:
+    ``objective(params, seed, checkpoint=bytes | None, epochs=(first, last))`` trains epochs
+    ``first + 1 … last`` from ``checkpoint`` and puts the new one under the key ``'checkpoint'`` of
+    its last result.
+
     >>> def sphere(params, seed):
     ...     yield {'loss': (params['x'] - 0.3) ** 2}
     >>> space = SearchSpace.from_mapping({'type': 'params', 'x': {'uniform': [0, 1]}})
@@ -487,7 +569,10 @@ def run_trials(
     True
     """
     folder = Path(storage_path or Path.cwd() / "runs" / name / "search").resolve() / name
-    runner = _Runner(objective, space, search, name=name, folder=folder, seed=seed, resume=resume, progress=progress)
+    runner_class = _Runner
+    if search.scheduler.type == "pbt":
+        from .pbt import PBTRunner as runner_class
+    runner = runner_class(objective, space, search, name=name, folder=folder, seed=seed, resume=resume, progress=progress)
     start = time.perf_counter()
     runner.run()
     wall = time.perf_counter() - start

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ KINDS = ("nas", "hpo", "params")
 # What the trial's optimiser uses; everything else in a nas/hpo file goes to the model builder.
 TRAINING_KEYS = ("lr", "weight_decay", "batch_size", "warmup_steps")
 NAS_STRUCTURE = ("cells", "nodes", "channels")
+# Builder arguments that leave the weights' shapes alone: trials may differ in them under PBT.
+SHAPE_FREE_KWARGS = ("dropout",)
+# What PBT may change in a trial that continues from copied weights (a nas/hpo space).
+PBT_KEYS = ("lr", "weight_decay", "dropout")
 # Builder arguments that come from the data (DatasetSplits.model_inputs) or from the NAS genotype.
 DERIVED_KWARGS = ("in_channels", "num_classes", "in_features", "vocab_size", "max_len", "out_features", "arch")
 
@@ -83,6 +88,45 @@ class Domain:
         if self.kind == "quniform":
             return hp.quniform(label, *self.args)
         return scope.int(hp.randint(label, self.args[0], self.args[1] + 1))  # hyperopt's high is exclusive
+
+    def sample(self, rng: random.Random) -> Any:
+        """One value drawn uniformly from the domain (log-uniformly for ``loguniform``)."""
+        if self.kind in ("choice", "grid"):
+            return rng.choice(self.args)
+        if self.kind == "randint":
+            return rng.randint(*self.args)
+        low, high = self.args[:2]
+        if self.kind == "loguniform":
+            return math.exp(rng.uniform(math.log(low), math.log(high)))
+        return self.clip(rng.uniform(low, high))
+
+    def clip(self, value: float) -> Any:
+        """``value`` brought inside the domain's range and onto its grid (quniform step, randint)."""
+        low, high = self.args[:2]
+        if self.kind == "quniform":
+            value = low + round((value - low) / self.args[2]) * self.args[2]
+        if self.kind == "randint":
+            value = round(value)
+        return min(max(value, low), high)
+
+    def perturb(self, value: Any, rng: random.Random, factors: tuple[float, float] = (0.8, 1.2),
+                resample_probability: float = 0.25) -> Any:
+        """PBT's explore step, as in Ray Tune's ``PopulationBasedTraining``: with ``resample_probability``
+        draw afresh; else scale a number by one of ``factors`` (clipped to the domain), or move a
+        categorical value to a neighbouring one.
+
+        >>> lr = Domain('loguniform', (1e-4, 1e-2))
+        >>> round(lr.perturb(1e-3, random.Random(0), resample_probability=0.0), 6) in (0.0008, 0.0012)
+        True
+        >>> Domain('choice', (16, 32, 64)).perturb(32, random.Random(1), resample_probability=0.0) in (16, 64)
+        True
+        """
+        if rng.random() < resample_probability:
+            return self.sample(rng)
+        if self.kind in ("choice", "grid"):
+            index = list(self.args).index(value) + rng.choice((-1, 1))
+            return self.args[min(max(index, 0), len(self.args) - 1)]
+        return self.clip(value * rng.choice(factors))
 
     def values(self) -> list[Any] | None:
         """The finite set of values (categorical domains and ``randint``), or None."""
@@ -199,6 +243,39 @@ class SearchSpace:
         hyper = {key: parse_domain(key, value, source) for key, value in body.items()}
         hyper.setdefault("lr", Domain("loguniform", (1e-4, 1e-2)))
         return cls("hpo", str(model), hyperparameters=hyper, source=source)
+
+    # ----------------------------------------------------------------------------- PBT
+    def varying_architecture(self) -> list[str]:
+        """The keys that give trials different architectures (weight shapes): what PBT cannot allow.
+
+        >>> SearchSpace.from_mapping({'type': 'nas', 'ops': ['conv3x3', 'identity'], 'cells': 2}).varying_architecture()
+        ['channels', 'ops']
+        """
+        if self.kind == "params":
+            return []
+        shaping = {k: d for k, d in {**self.structure, **self.hyperparameters}.items()
+                   if k not in TRAINING_KEYS and k not in SHAPE_FREE_KWARGS}
+        varying = [key for key, domain in shaping.items() if domain.values() is None or len(set(domain.values())) > 1]
+        return varying + (["ops"] if self.kind == "nas" and len(self.ops) > 1 else [])
+
+    def perturbable(self, keys: list[str] | None = None) -> dict[str, Domain]:
+        """The domains PBT perturbs: ``keys``, or by default every searched float domain among them
+        (in a nas/hpo space only :data:`PBT_KEYS` may change once weights are copied).
+
+        >>> space = SearchSpace.from_mapping({'type': 'hpo', 'model': 'mlp', 'hidden': 32,
+        ...     'dropout': {'uniform': [0.0, 0.5]}, 'batch_size': {'choice': [16, 32]}})
+        >>> sorted(space.perturbable())
+        ['dropout', 'lr']
+        """
+        allowed = {k: d for k, d in self.hyperparameters.items()
+                   if (self.kind == "params" or k in PBT_KEYS) and not (d.kind == "choice" and len(d.args) == 1)}
+        if keys is None:
+            return {k: d for k, d in allowed.items() if d.kind in ("uniform", "loguniform", "quniform")}
+        unknown = [k for k in keys if k not in allowed]
+        if unknown:
+            raise ConfigError(self.source, [f"search.scheduler.hyperparameters: cannot perturb {k!r}; allowed here: "
+                                            f"{', '.join(allowed) or 'none (nothing is searched)'}" for k in unknown])
+        return {k: allowed[k] for k in keys}
 
     # ------------------------------------------------------------------------ sampling
     def max_cells(self) -> int:

@@ -13,7 +13,9 @@ Every strategy is one library sampler behind a Ray Tune ``Searcher``:
 ``evolution``  :class:`RegularizedEvolutionSampler`, an Optuna sampler (Real et al. 2019)
 =============  ===========================================================
 
-Schedulers (``fifo``, ``asha``, ``hyperband``) are Optuna pruners that see each trial's epoch results.
+Schedulers (``fifo``, ``asha``, ``hyperband``) are Optuna pruners that see each trial's epoch results;
+``pbt`` changes the trials themselves (weights copied, hyperparameters perturbed), so it is a runner
+of its own (:mod:`.pbt`).
 """
 
 from __future__ import annotations

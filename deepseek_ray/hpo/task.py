@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 
-def run_objective(objective: Callable[[dict[str, Any], int], Iterator[dict[str, Any]]], params: dict[str, Any],
-                  seed: int) -> Iterator[dict[str, Any]]:
-    """Stream the objective's per-epoch results back to the driver.
+def run_objective(objective: Callable[..., Iterator[dict[str, Any]]], params: dict[str, Any], seed: int,
+                  **segment: Any) -> Iterator[dict[str, Any]]:
+    """Stream the objective's per-epoch results back to the driver (``segment``: PBT's checkpoint and epochs).
 
     >>> list(run_objective(lambda p, s: iter([{'loss': p['x'] + s}]), {'x': 1.0}, 2))
     [{'loss': 3.0}]
     """
-    yield from objective(params, seed)
+    yield from objective(params, seed, **segment)
