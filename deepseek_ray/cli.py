@@ -8,6 +8,7 @@ cluster, as under ``ray job submit``. Ray's own log lines stay hidden unless ``-
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -130,6 +131,9 @@ def _keep_serving(embedded: bool, cfg: Any) -> None:
         print(f"\nThe endpoint stays up on the cluster: {url}\nStop it with: serve delete {cfg.name}  (or `serve shutdown`)", flush=True)
         return
     print(f"\nServing at {url} — press Ctrl-C to stop.", flush=True)
+    # Ctrl-C, and SIGTERM from a process manager, both end serving cleanly (a shell's `&` ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             time.sleep(3600)

@@ -261,7 +261,6 @@ def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporte
     folder.root.mkdir(parents=True, exist_ok=True)
     tracker = Tracker.from_config(cfg.tracking, cfg.name)
     config_dict = cfg.model_dump(mode="json")
-    start = time.perf_counter()
     values: dict[str, Any] = {}
     with tracker.run(cfg.name, tags={"deepseek_ray.stage": "pipeline"}):
         with reporter.stage("data"):
@@ -283,7 +282,7 @@ def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporte
         if serve:
             with reporter.stage("serve"):
                 url = serve_stage(cfg, reporter)
-        total = time.perf_counter() - start
+        total = time.perf_counter() - reporter.start  # from the command's start: Ray's start-up counts
         values = {
             "best architecture": search.best_architecture,
             "best lr": f"{search.best_params.get('lr', 0):.2e}",
