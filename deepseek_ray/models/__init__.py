@@ -1,4 +1,4 @@
-"""Model builders, the NAS cell network, and the model bundle.
+"""Model builders (MLP, CNN, cell net, TCN, LSTM/GRU, transformer), pretrained encoders, and the model bundle.
 
 >>> from deepseek_ray.models import build_model, Architecture
 >>> Architecture.decode('c16|conv5x5').channels
@@ -6,10 +6,14 @@
 """
 
 from .build import MODELS, build_model, register_model
+from .builders import CNN, MLP, TCN, RecurrentNet
+from .pretrained import PretrainedModel, minilm_dir
+from .transformer import TransformerClassifier
 from .bundle import InferenceModel, load_bundle, package_versions, save_bundle, strip_ddp_prefix
 from .cellnet import Architecture, Cell, CellNet, PlainCNN
 
 __all__ = [
-    "Architecture", "Cell", "CellNet", "InferenceModel", "MODELS", "PlainCNN", "build_model",
+    "Architecture", "CNN", "Cell", "CellNet", "InferenceModel", "MLP", "MODELS", "PlainCNN", "PretrainedModel",
+    "RecurrentNet", "TCN", "TransformerClassifier", "build_model", "minilm_dir",
     "load_bundle", "package_versions", "register_model", "save_bundle", "strip_ddp_prefix",
 ]

@@ -6,9 +6,15 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .builders import CNN, MLP, TCN, RecurrentNet
 from .cellnet import CellNet, PlainCNN
+from .pretrained import pretrained_classifier
+from .transformer import TransformerClassifier
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cellnet": CellNet, "plain_cnn": PlainCNN}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "cellnet": CellNet, "plain_cnn": PlainCNN, "cnn": CNN, "mlp": MLP, "tcn": TCN, "lstm": RecurrentNet,
+    "transformer_classifier": TransformerClassifier, "pretrained": pretrained_classifier,
+}
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -26,6 +32,8 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
 
     >>> build_model({'type': 'cellnet', 'arch': 'c8|conv3x3', 'in_channels': 1, 'num_classes': 3}).num_parameters() > 0
     True
+    >>> type(build_model({'type': 'lstm', 'cell': 'gru', 'in_channels': 1, 'out_features': 1})).__name__
+    'RecurrentNet'
     """
     kwargs = dict(spec)
     kind = kwargs.pop("type", None)

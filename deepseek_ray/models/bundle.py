@@ -21,23 +21,33 @@ WEIGHTS, META = "weights.pt", "bundle.json"
 
 
 class InferenceModel(nn.Module):
-    """Raw inputs in, class probabilities out: the normalisation fitted on the training split,
-    the network, and a softmax — the graph that is exported and served.
+    """Raw inputs in, predictions out: the scaling fitted on the training split, the network, and a
+    softmax (classification) or the target's un-scaling (regression) — the graph that is exported and served.
+    Text inputs (token ids) pass to the network unchanged.
 
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     >>> probs = InferenceModel(net, {'type': 'normalize', 'mean': 0.0, 'std': 1.0})(torch.zeros(2, 1, 2, 2))
     >>> torch.allclose(probs.sum(1), torch.ones(2))
     True
+    >>> InferenceModel(nn.Linear(2, 1), {'task': 'regression', 'target_mean': 10.0, 'target_std': 2.0})(torch.zeros(1, 2)).shape
+    torch.Size([1, 1])
     """
 
     def __init__(self, network: nn.Module, preprocessing: dict[str, Any]):
         super().__init__()
         self.network = network
-        self.register_buffer("mean", torch.tensor(float(preprocessing.get("mean", 0.0))))
-        self.register_buffer("std", torch.tensor(float(preprocessing.get("std", 1.0))))
+        self.scales_input = preprocessing.get("type") != "text"
+        self.regression = preprocessing.get("task") == "regression"
+        self.register_buffer("mean", torch.tensor(preprocessing.get("mean", 0.0), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(preprocessing.get("std", 1.0), dtype=torch.float32))
+        self.register_buffer("target_mean", torch.tensor(float(preprocessing.get("target_mean", 0.0))))
+        self.register_buffer("target_std", torch.tensor(float(preprocessing.get("target_std", 1.0))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.network((x - self.mean) / self.std), dim=-1)
+        output = self.network((x - self.mean) / self.std if self.scales_input else x)
+        if self.regression:
+            return output * self.target_std + self.target_mean
+        return torch.softmax(output, dim=-1)
 
 
 def strip_ddp_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,364 @@
+"""Text preprocessing: de-duplication, a split, training-split augmentation, tokenisation to fixed length.
+
+>>> import pandas as pd
+>>> frame = pd.DataFrame({'text': [f'review number {i} was {"good" if i % 2 else "bad"}' for i in range(40)],
+...                       'label': ['pos' if i % 2 else 'neg' for i in range(40)]})
+>>> import tempfile
+>>> pre = TextPreprocessor(tokenizer='wordpiece', max_len=8, augmentation=['random_swap'],
+...                        output_dir=tempfile.mkdtemp())
+>>> splits = pre.process(frame)
+>>> splits.train.x.shape, splits.train.x.dtype, len(splits.test)   # 32 rows + one swapped copy of each
+(torch.Size([64, 8]), torch.int64, 4)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .datasets import ArrayDataset, DatasetSplits, encode_labels, fingerprint, read_table, require_columns, split_indices
+
+TRAINED_TOKENIZERS = ("bpe", "wordpiece")
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: pad id 0
+AUGMENTATIONS = ("synonym_replacement", "random_swap", "random_deletion", "back_translation")
+CACHE = Path(os.environ.get("DEEPSEEK_RAY_CACHE", Path.home() / ".cache" / "deepseek_ray"))
+
+
+# ------------------------------------------------------------------------------------- wordnet
+# The 45 lexicographer files of WordNet 3.0 (Debian's package omits this list, which NLTK needs).
+_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+    "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location noun.motive "
+    "noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process noun.quantity "
+    "noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change verb.cognition "
+    "verb.communication verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
+    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+_LEX_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+
+
+def wordnet(debian_dir: str | Path = "/usr/share/wordnet"):
+    """NLTK's WordNet reader: NLTK's own data if installed, else Debian's ``wordnet-base`` files
+    (copied once into an NLTK data folder, with the ``lexnames`` file Debian leaves out).
+
+    >>> 'good' in {l.name() for s in wordnet().synsets('good') for l in s.lemmas()}
+    True
+    """
+    import nltk
+    from nltk.corpus import wordnet as reader
+
+    try:
+        reader.ensure_loaded()
+        return reader
+    except LookupError:
+        pass
+    source = Path(debian_dir)
+    if not (source / "data.noun").is_file():
+        raise LookupError(
+            "synonym_replacement needs WordNet: `apt-get install wordnet-base wordnet-sense-index` "
+            "(or scripts/install_system_deps.sh), or `python -c \"import nltk; nltk.download('wordnet')\"`"
+        )
+    data_dir = CACHE / "nltk_data"
+    _install_debian_wordnet(source, data_dir / "corpora" / "wordnet")
+    nltk.data.path.append(str(data_dir))  # NLTK reads only from its data path
+    reader.ensure_loaded()
+    return reader
+
+
+def _install_debian_wordnet(source: Path, target: Path) -> None:
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in WordNetCorpusReader._FILES:
+        if (source / name).is_file() and not (target / name).exists():
+            shutil.copyfile(source / name, target / name)
+    (target / "lexnames").write_text(
+        "".join(f"{i:02d}\t{name}\t{_LEX_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES))
+    )
+
+
+# -------------------------------------------------------------------------------- augmentations
+TextAugmenter = Callable[[list[str], random.Random], list[str]]
+
+
+def synonym_replacement(p: float = 0.1) -> TextAugmenter:
+    """Replace ``max(1, p·n)`` of ``n`` words with a WordNet synonym (EDA, Wei & Zou 2019).
+
+    >>> synonym_replacement(0.5)(['a', 'good', 'movie'], random.Random(0))   # doctest: +SKIP
+    ['a', 'beneficial', 'movie']
+    """
+
+    def apply(texts: list[str], rng: random.Random) -> list[str]:
+        return [_replace_synonyms(text, p, rng) for text in texts]
+
+    return apply
+
+
+def _replace_synonyms(text: str, p: float, rng: random.Random) -> str:
+    words = text.split()
+    candidates = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 2]
+    rng.shuffle(candidates)
+    wanted, replaced = max(1, int(p * len(words))), 0
+    for i in candidates:
+        lemmas = {l.name().replace("_", " ") for s in wordnet().synsets(words[i].lower()) for l in s.lemmas()}
+        lemmas.discard(words[i].lower())
+        if lemmas:
+            words[i] = rng.choice(sorted(lemmas))
+            replaced += 1
+        if replaced == wanted:
+            break
+    return " ".join(words)
+
+
+def random_swap(p: float = 0.1) -> TextAugmenter:
+    """Swap two random words, ``max(1, p·n)`` times.
+
+    >>> random_swap(0.1)(['one two three'], random.Random(0))
+    ['one three two']
+    """
+
+    def apply(texts: list[str], rng: random.Random) -> list[str]:
+        out = []
+        for text in texts:
+            words = text.split()
+            for _ in range(max(1, int(p * len(words))) if len(words) > 1 else 0):
+                i, j = rng.sample(range(len(words)), 2)
+                words[i], words[j] = words[j], words[i]
+            out.append(" ".join(words))
+        return out
+
+    return apply
+
+
+def random_deletion(p: float = 0.1) -> TextAugmenter:
+    """Drop each word with probability ``p`` (keeping at least one).
+
+    >>> random_deletion(0.5)(['one two three four'], random.Random(1))
+    ['two three']
+    """
+
+    def apply(texts: list[str], rng: random.Random) -> list[str]:
+        out = []
+        for text in texts:
+            words = text.split()
+            kept = [w for w in words if rng.random() >= p]
+            if words and not kept:
+                kept = [rng.choice(words)]
+            out.append(" ".join(kept))
+        return out
+
+    return apply
+
+
+@dataclass
+class BackTranslation:
+    """Translate to a pivot language and back with two MarianMT models (local folders or hub names).
+
+    >>> BackTranslation('Helsinki-NLP/opus-mt-en-de', 'Helsinki-NLP/opus-mt-de-en')  # doctest: +SKIP
+    """
+
+    forward: str = "Helsinki-NLP/opus-mt-en-de"
+    backward: str = "Helsinki-NLP/opus-mt-de-en"
+    max_new_tokens: int = 64
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        self._pairs = [_load_seq2seq(self.forward, "forward"), _load_seq2seq(self.backward, "backward")]
+
+    def __call__(self, texts: list[str], rng: random.Random) -> list[str]:
+        import torch
+
+        torch.manual_seed(rng.randrange(2**31))  # sampling makes each copy differ, seeded by rng
+        for tokenizer, model in self._pairs:
+            texts = [out for start in range(0, len(texts), self.batch_size)
+                     for out in self._translate(tokenizer, model, texts[start : start + self.batch_size])]
+        return texts
+
+    def _translate(self, tokenizer: Any, model: Any, texts: list[str]) -> list[str]:
+        import torch
+
+        batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_new_tokens)
+        with torch.no_grad():
+            generated = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=True, top_k=20)
+        return [t.strip() or s for t, s in zip(tokenizer.batch_decode(generated, skip_special_tokens=True), texts)]
+
+
+def _load_seq2seq(name: str, which: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name), AutoModelForSeq2SeqLM.from_pretrained(name).eval()
+    except OSError as err:
+        raise ValueError(f"back_translation.{which}: cannot load {name!r} ({str(err).splitlines()[0][:200]}); "
+                         "pass a local MarianMT folder (save_pretrained) or a reachable hub name") from None
+
+
+def build_augmenter(spec: str | dict[str, Any], p: float) -> TextAugmenter:
+    """One augmenter from a name or ``{'type': name, ...options}``.
+
+    >>> build_augmenter('random_swap', 0.1) is not None
+    True
+    >>> build_augmenter('shout', 0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: augmentation: unknown 'shout'; allowed: synonym_replacement, random_swap, random_deletion, back_translation
+    """
+    options = {"type": spec} if isinstance(spec, str) else dict(spec)
+    kind = options.pop("type", None)
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"augmentation: unknown {kind!r}; allowed: {', '.join(AUGMENTATIONS)}")
+    if kind == "back_translation":
+        return BackTranslation(**options)
+    return {"synonym_replacement": synonym_replacement, "random_swap": random_swap,
+            "random_deletion": random_deletion}[kind](options.get("p", p))
+
+
+# ----------------------------------------------------------------------------------- tokenizers
+def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int = 8000):
+    """A ``bpe`` or ``wordpiece`` tokenizer (lower-cased, [PAD] = 0) trained on ``texts``.
+
+    >>> tok = train_tokenizer(['a tiny corpus', 'a tiny test'], 'wordpiece', vocab_size=60)
+    >>> tok.token_to_id('[PAD]'), tok.encode('a tiny test').tokens
+    (0, ['a', 'tiny', 'test'])
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+        tokenizer.decoder = decoders.BPEDecoder()
+    else:
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+        tokenizer.decoder = decoders.WordPiece()
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(texts, trainer)
+    return tokenizer
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """A Hugging Face fast tokenizer from a folder, a ``tokenizer.json`` file, or a hub name; offline,
+    a hub name is an error that says what to pass instead."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(name_or_path)
+    if path.is_file():
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="[PAD]", unk_token="[UNK]")
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"tokenizer: cannot load {str(name_or_path)!r}: not a local folder, and the Hugging Face hub did not "
+            f"provide it ({str(err).splitlines()[0][:160]}). Pass a local tokenizer folder (save_pretrained), "
+            f"or tokenizer='wordpiece' / 'bpe' to train one on the training text"
+        ) from None
+
+
+# -------------------------------------------------------------------------------- the pipeline
+class TextPreprocessor:
+    """Raw labelled text → train/val/test token ids, with everything fitted on the training split.
+
+    ``tokenizer``: a local Hugging Face folder, a hub name, or ``'bpe'`` / ``'wordpiece'`` to train one
+    on the training text (saved beside the data, or in ``output_dir``). ``augmentation``: names or
+    ``{'type': ..., ...}`` dicts from :data:`AUGMENTATIONS`; each adds ``copies`` altered copies of every
+    training row, changing about a fraction ``p`` of its words. Val and test are never augmented.
+    Exact duplicate texts are dropped before splitting, so no text is in two splits.
+
+    >>> pre = TextPreprocessor(tokenizer='bert-base-uncased', max_len=512,
+    ...                        augmentation=['synonym_replacement', 'back_translation'])  # doctest: +SKIP
+    >>> dataset = pre.process('raw_data.csv')                                             # doctest: +SKIP
+    """
+
+    def __init__(
+        self, tokenizer: str = "wordpiece", max_len: int = 128, augmentation: Iterable[str | dict[str, Any]] = (),
+        *, p: float = 0.1, copies: int = 1, split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+        text_column: str = "text", label_column: str = "label", vocab_size: int = 8000,
+        output_dir: str | Path | None = None, deduplicate: bool = True,
+    ):
+        if max_len < 2:
+            raise ValueError(f"max_len must be ≥ 2, got {max_len}")
+        if not 0 <= p <= 1 or copies < 0:
+            raise ValueError(f"p must be in [0, 1] and copies ≥ 0, got p={p}, copies={copies}")
+        self.tokenizer_name, self.max_len = str(tokenizer), max_len
+        self.augmentation = list(augmentation)
+        self.augmenters = [build_augmenter(spec, p) for spec in self.augmentation]
+        self.p, self.copies, self.split, self.seed = p, copies, split, seed
+        self.text_column, self.label_column, self.vocab_size = text_column, label_column, vocab_size
+        self.output_dir, self.deduplicate = output_dir, deduplicate
+        self.tokenizer: Any = None  # set by fit_tokenizer
+        self.tokenizer_path: str | None = None
+
+    def process(self, source: str | Path | pd.DataFrame, name: str | None = None) -> DatasetSplits:
+        """Read ``source`` (CSV/Parquet/JSONL or a frame), split, augment the training split, tokenise."""
+        frame = read_table(source) if not isinstance(source, pd.DataFrame) else source
+        require_columns(frame, [self.text_column, self.label_column], key="text_column/label_column")
+        frame = frame[[self.text_column, self.label_column]].dropna()
+        if self.deduplicate:
+            frame = frame[~frame[self.text_column].str.strip().str.lower().duplicated()]
+        frame = frame.reset_index(drop=True)
+        texts = frame[self.text_column].astype(str).tolist()
+        y, labels = encode_labels(frame[self.label_column].astype(str))
+        parts = split_indices(len(frame), self.split, self.seed)
+        train_texts, train_y, train_rows = self.augment([texts[i] for i in parts[0]], y[parts[0]], parts[0])
+        self.fit_tokenizer(train_texts, source)
+        encoded = [self.encode(train_texts)] + [self.encode([texts[i] for i in idx]) for idx in parts[1:]]
+        datasets = [ArrayDataset(encoded[0], train_y, train_rows)]
+        datasets += [ArrayDataset(x, y[idx], idx) for x, idx in zip(encoded[1:], parts[1:])]
+        preprocessing = {"type": "text", "task": "classification", "tokenizer": self.tokenizer_path, "max_len": self.max_len,
+                         "pad_id": int(self.tokenizer.pad_token_id), "vocab_size": len(self.tokenizer),
+                         "augmentation": [str(a) for a in self.augmentation], "copies": self.copies, "p": self.p}
+        name = name or ("frame" if isinstance(source, pd.DataFrame) else Path(source).stem)
+        return DatasetSplits(name, *datasets, labels=labels, input_shape=(self.max_len,), preprocessing=preprocessing,
+                             fingerprint=fingerprint(encoded[0], *parts), kind="text")
+
+    def augment(self, texts: list[str], y: np.ndarray, rows: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The training rows plus ``copies`` altered copies per augmenter; each copy keeps its source row."""
+        rng = random.Random(self.seed)
+        out_texts, out_y, out_rows = list(texts), [y], [rows]
+        for augmenter in self.augmenters:
+            for _ in range(self.copies):
+                out_texts += augmenter(texts, rng)
+                out_y.append(y)
+                out_rows.append(rows)
+        return out_texts, np.concatenate(out_y), np.concatenate(out_rows)
+
+    def fit_tokenizer(self, train_texts: list[str], source: Any) -> None:
+        """Load the named tokenizer, or train ``bpe``/``wordpiece`` on the training texts and save it."""
+        from transformers import PreTrainedTokenizerFast
+
+        if self.tokenizer_name not in TRAINED_TOKENIZERS:
+            self.tokenizer, self.tokenizer_path = load_tokenizer(self.tokenizer_name), self.tokenizer_name
+            if self.tokenizer.pad_token is None:  # e.g. GPT-2's: pad with a token it already has
+                self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+            return
+        trained = train_tokenizer(train_texts, self.tokenizer_name, self.vocab_size)
+        path = self._tokenizer_file(train_texts, source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trained.save(str(path))
+        self.tokenizer = PreTrainedTokenizerFast(tokenizer_object=trained, pad_token="[PAD]", unk_token="[UNK]")
+        self.tokenizer_path = str(path)
+
+    def _tokenizer_file(self, train_texts: list[str], source: Any) -> Path:
+        digest = hashlib.sha256("\n".join(train_texts).encode()).hexdigest()[:12]
+        stem = f"{self.tokenizer_name}-{self.vocab_size}-{digest}.tokenizer.json"
+        if self.output_dir is not None:
+            return Path(self.output_dir) / stem
+        if isinstance(source, (str, Path)):
+            return Path(source).with_name(f"{Path(source).stem}.{stem}")
+        return CACHE / "tokenizers" / stem
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Token ids ``(N, max_len)`` int64, truncated and padded to ``max_len``."""
+        if self.tokenizer is None:
+            raise RuntimeError("call process() first, or set .tokenizer")
+        batch = self.tokenizer(texts, truncation=True, padding="max_length", max_length=self.max_len)
+        return np.asarray(batch["input_ids"], dtype=np.int64).reshape(len(texts), self.max_len)

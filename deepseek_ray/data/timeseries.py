@@ -1,0 +1,76 @@
+"""Time series as forecasting windows, split by time.
+
+The series is cut into three consecutive segments (train, then val, then test) and windows are made
+inside each segment, so no window — its inputs or its target — crosses a split boundary. The
+per-channel scaling is fitted on the training segment only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .datasets import ArrayDataset, DatasetSplits, Table, fingerprint, require_columns
+
+
+def time_segments(n: int, fractions: tuple[float, float, float]) -> list[tuple[int, int]]:
+    """``[start, end)`` of the train, val and test segments, in time order.
+
+    >>> time_segments(100, (0.7, 0.15, 0.15))
+    [(0, 70), (70, 85), (85, 100)]
+    """
+    n_train = int(round(fractions[0] * n))
+    n_val = int(round(fractions[1] * n))
+    return [(0, n_train), (n_train, n_train + n_val), (n_train + n_val, n)]
+
+
+def windows(values: np.ndarray, target: np.ndarray, start: int, end: int, lookback: int, horizon: int):
+    """Inputs ``(N, C, lookback)``, targets ``(N, horizon)`` and window starts, all inside ``[start, end)``.
+
+    >>> x, y, starts = windows(np.arange(10.)[:, None], np.arange(10.), 0, 6, lookback=3, horizon=1)
+    >>> x.shape, y.ravel().tolist(), starts.tolist()
+    ((3, 1, 3), [3.0, 4.0, 5.0], [0, 1, 2])
+    """
+    starts = np.arange(start, end - lookback - horizon + 1)
+    x = np.stack([values[s : s + lookback].T for s in starts]) if len(starts) else np.zeros((0, values.shape[1], lookback))
+    y = np.stack([target[s + lookback : s + lookback + horizon] for s in starts]) if len(starts) else np.zeros((0, horizon))
+    return x.astype(np.float32), y.astype(np.float32), starts
+
+
+def timeseries_splits(
+    name: str, table: Table, fractions: tuple[float, float, float], lookback: int = 24, horizon: int = 1,
+) -> DatasetSplits:
+    """Forecast ``table.label`` ``horizon`` steps ahead from the last ``lookback`` steps of every column.
+
+    >>> from deepseek_ray.data import load_dataset
+    >>> splits = load_dataset('sunspots', split=(0.7, 0.15, 0.15), lookback=12)
+    >>> splits.input_shape, splits.model_inputs(), splits.task
+    ((1, 12), {'in_channels': 1, 'out_features': 1}, 'regression')
+    """
+    require_columns(table.frame, [table.label])
+    if lookback < 1 or horizon < 1:
+        raise ValueError(f"lookback and horizon must be ≥ 1, got lookback={lookback}, horizon={horizon}")
+    values = table.frame.to_numpy(np.float64)
+    target_channel = list(table.frame.columns).index(table.label)
+    segments = time_segments(len(values), fractions)
+    train_end = segments[0][1]
+    mean, std = values[:train_end].mean(0), values[:train_end].std(0)
+    std[std == 0] = 1.0
+    scaled = (values - mean) / std
+    parts = []
+    for start, end in segments:
+        x, y, starts = windows(scaled, scaled[:, target_channel], start, end, lookback, horizon)
+        if not len(x):
+            raise ValueError(f"data.split: a segment of {end - start} steps of {name} is too short for "
+                             f"lookback={lookback} + horizon={horizon}; lower lookback or enlarge the split")
+        parts.append(ArrayDataset(x, y, starts))
+    preprocessing = {
+        "type": "timeseries", "task": "regression", "channels": [str(c) for c in table.frame.columns],
+        "target": table.label, "lookback": lookback, "horizon": horizon,
+        "mean": [[float(m)] for m in mean], "std": [[float(s)] for s in std],
+        "target_mean": float(mean[target_channel]), "target_std": float(std[target_channel]),
+        "segments": segments,
+    }
+    return DatasetSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
+                         preprocessing=preprocessing, fingerprint=fingerprint(values, np.asarray(segments)),
+                         task="regression", kind="timeseries")
+
