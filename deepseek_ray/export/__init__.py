@@ -1,4 +1,4 @@
-"""Export to ONNX with checks (``onnx.checker``, ONNX Runtime parity) and metadata.
+"""Export to ONNX, ``torch.export`` or TensorRT, with checks (``onnx.checker``, parity) and metadata.
 
 >>> from deepseek_ray.export import ModelExporter
 >>> ModelExporter(format='onnx', optimize_level=9).optimize_level
@@ -9,12 +9,17 @@ from .exporter import (
     FORMATS,
     ExportResult,
     ModelExporter,
+    fuse_transformer_blocks,
     graph_optimization_level,
+    input_dtype,
     onnx_predict,
     onnx_session,
     read_metadata,
+    register_onnx_translation,
     sha256_of,
 )
+from .tensorrt import tensorrt_backend
 
-__all__ = ["ExportResult", "FORMATS", "ModelExporter", "graph_optimization_level", "onnx_predict", "onnx_session",
-           "read_metadata", "sha256_of"]
+__all__ = ["ExportResult", "FORMATS", "ModelExporter", "fuse_transformer_blocks", "graph_optimization_level",
+           "input_dtype", "onnx_predict", "onnx_session", "read_metadata", "register_onnx_translation", "sha256_of",
+           "tensorrt_backend"]

@@ -1,0 +1,172 @@
+"""Quantization-aware training: fake quantization with a straight-through estimator, exported as QDQ ONNX.
+
+``torch.ao.quantization`` is deprecated in torch 2.13, and torchao's QAT (0.18) covers ``Linear`` and
+``Embedding`` only (not the convolutions of the image and time-series models) and exports no QDQ
+graph, so the fake quantizer is one small custom op of our own:
+
+* in training it rounds to the integer grid and clamps, and its gradient is the straight-through
+  estimator (1 inside the representable range, 0 outside: activations learn to live in the range);
+* in ``torch.onnx`` it becomes ``QuantizeLinear → DequantizeLinear`` with an int8 zero point, so
+  ONNX Runtime runs exactly the arithmetic the model was trained with, and the exporter stores the
+  quantized weights as int8.
+
+Weights are quantized per output channel (scale = max |w| / qmax), activations at the input of every
+convolution and linear layer with the fixed scale ``activation_range / qmax``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..export import ExportResult, ModelExporter, register_onnx_translation
+
+
+@torch.library.custom_op("deepseek_ray::fake_quantize", mutates_args=())
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, axis: int, bits: int) -> torch.Tensor:
+    """Round ``x`` to the signed ``bits``-bit grid of ``scale`` (per channel along ``axis``; -1: per tensor).
+
+    >>> fake_quantize(torch.tensor([0.26, -9.0]), torch.tensor(0.5), -1, 4)
+    tensor([ 0.5000, -4.0000])
+    """
+    low, high = _grid(bits)
+    return torch.clamp(torch.round(x / _along(scale, axis, x.dim())), low, high) * _along(scale, axis, x.dim())
+
+
+@fake_quantize.register_fake
+def _(x: torch.Tensor, scale: torch.Tensor, axis: int, bits: int) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    x, scale, axis, bits = inputs
+    ctx.save_for_backward(x, scale)
+    ctx.axis, ctx.bits = axis, bits
+
+
+def _straight_through(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, scale = ctx.saved_tensors
+    low, high = _grid(ctx.bits)
+    step = x / _along(scale, ctx.axis, x.dim())
+    inside = (step >= low - 0.5) & (step <= high + 0.5)
+    return grad * inside, None, None, None
+
+
+fake_quantize.register_autograd(_straight_through, setup_context=_setup_context)
+
+
+def _grid(bits: int) -> tuple[int, int]:
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _along(scale: torch.Tensor, axis: int, rank: int) -> torch.Tensor:
+    return scale if axis < 0 else scale.reshape([-1 if d == axis else 1 for d in range(rank)])
+
+
+def _fake_quantize_onnx(x: Any, scale: Any, axis: int, bits: int) -> Any:
+    """``QuantizeLinear → DequantizeLinear`` (int8); below 8 bits a ``Clip`` keeps the narrower grid."""
+    from onnxscript import opset18 as op
+
+    low, high = _grid(bits)
+    if bits < 8:
+        x = op.Clip(x, op.Mul(scale, float(low)), op.Mul(scale, float(high))) if axis < 0 else x  # weights fit already
+    zero = op.Cast(op.Mul(scale, 0.0), to=3)  # int8 zeros shaped like the scale (3 = INT8)
+    quantized = op.QuantizeLinear(x, scale, zero, axis=max(axis, 0))
+    return op.DequantizeLinear(quantized, scale, zero, axis=max(axis, 0))
+
+
+register_onnx_translation(torch.ops.deepseek_ray.fake_quantize.default, _fake_quantize_onnx)
+
+
+class FakeQuantized(nn.Module):
+    """A convolution or linear layer whose input and weight pass through :func:`fake_quantize`.
+
+    >>> layer = FakeQuantized(nn.Linear(3, 2), bits=8, activation_range=6.0)
+    >>> layer(torch.tensor([[100.0, 0.0, 0.0]])).shape   # the 100 is clamped to 6
+    torch.Size([1, 2])
+    """
+
+    def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear, bits: int, activation_range: float):
+        super().__init__()
+        self.layer, self.bits = layer, bits
+        self.register_buffer("input_scale", torch.tensor(activation_range / _grid(bits)[1]))
+        self.register_buffer("weight_scale", self._weight_scale())
+
+    def _weight_scale(self) -> torch.Tensor:
+        weight = self.layer.weight.detach()
+        return (weight.abs().amax(dim=tuple(range(1, weight.dim()))) / _grid(self.bits)[1]).clamp(min=1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # weights move while training; frozen in eval, so the export sees constant scales
+            self.weight_scale.copy_(self._weight_scale())
+        x = fake_quantize(x, self.input_scale, -1, self.bits)
+        weight = fake_quantize(self.layer.weight, self.weight_scale, 0, self.bits)
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, weight, self.layer.bias)
+        return self.layer._conv_forward(x, weight, self.layer.bias)
+
+
+@dataclass
+class QATConfig:
+    """Quantization-aware training: fake-quantize weights (per channel) and activations (clamped to
+    ±``activation_range``) to ``bits`` bits, fine-tune, and export a QDQ ONNX model.
+
+    >>> qat = QATConfig(bits=8, activation_range=6.0)
+    >>> net = qat.prepare(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2)))
+    >>> sum(isinstance(m, FakeQuantized) for m in net.modules())
+    2
+    """
+
+    bits: int = 8
+    activation_range: float = 6.0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"QATConfig.bits must be 2–8 (stored as int8), got {self.bits}")
+        if not self.activation_range > 0:
+            raise ValueError(f"QATConfig.activation_range must be > 0, got {self.activation_range}")
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """A copy of ``model`` with every Conv1d/Conv2d/Linear wrapped in :class:`FakeQuantized`."""
+        model = copy.deepcopy(model)
+        if isinstance(model, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            return FakeQuantized(model, self.bits, self.activation_range)
+        for name, child in model.named_children():
+            if not isinstance(child, FakeQuantized):
+                setattr(model, name, self.prepare(child))
+        return model
+
+    def train(self, model: nn.Module, train_data: Any, val_data: Any, epochs: int = 2, lr: float = 1e-4,
+              **trainer_options: Any) -> tuple[nn.Module, list[dict[str, float]]]:
+        """Fine-tune a prepared copy of ``model`` with :class:`~deepseek_ray.optim.MixedPrecisionTrainer`.
+
+        Returns the fake-quantized model (eval mode) and the trainer's history, one dict per epoch.
+
+        >>> from deepseek_ray.data import ArrayDataset
+        >>> data = ArrayDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+        >>> net, history = QATConfig().train(nn.Linear(4, 2), data, data, epochs=1, per_device_train_batch_size=8)
+        >>> isinstance(net, FakeQuantized), len(history)
+        (True, 1)
+        """
+        from ..optim import MixedPrecisionTrainer
+
+        prepared = self.prepare(model)
+        trainer = MixedPrecisionTrainer(model=prepared, optimizer="adamw", lr=lr, **trainer_options)
+        history = trainer.fit(train_data, val_data, epochs=epochs)
+        return prepared.eval(), history
+
+    def export(self, model: nn.Module, path: str | Path, example_input: torch.Tensor, **exporter_options: Any) -> ExportResult:
+        """Export a fake-quantized model as QDQ ONNX (int8 weights in the file), checked against torch."""
+        if not any(isinstance(m, FakeQuantized) for m in model.modules()):
+            raise ValueError("QATConfig.export: the model has no fake-quantized layers; call prepare() or train() first")
+        metadata = {"quantization": {"type": "qat", "bits": self.bits, "activation_range": self.activation_range}}
+        return ModelExporter(format="onnx", **exporter_options).export(model, path, example_input, metadata=metadata)
+
+
+__all__ = ["FakeQuantized", "QATConfig", "fake_quantize"]

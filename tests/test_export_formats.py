@@ -1,0 +1,116 @@
+"""Export formats beyond plain ONNX: torch.export, TensorRT's honest error, transformer fusions, parity bounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session, read_metadata, tensorrt_backend
+from deepseek_ray.models import build_model, save_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    spec = {"type": "cellnet", "arch": "c8|conv3x3", "in_channels": 1, "num_classes": 10}
+    torch.manual_seed(0)
+    save_bundle(folder, build_model(spec).state_dict(), spec, labels=[str(i) for i in range(10)], input_shape=(1, 8, 8),
+                preprocessing={"type": "normalize", "mean": 40.0, "std": 30.0}, seed=0)
+    return folder
+
+
+class TinyTextClassifier(nn.Module):
+    """A MiniLM-shaped BERT (2 layers, random weights) with mean pooling and a softmax head."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+        self.encoder, self.head = BertModel(config, add_pooling_layer=False), nn.Linear(64, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).long()
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        keep = mask.unsqueeze(-1).float()
+        return torch.softmax(self.head((hidden * keep).sum(1) / keep.sum(1).clamp(min=1)), -1)
+
+
+def test_torch_export_writes_a_program_that_matches_torch(bundle, tmp_path):
+    result = ModelExporter(format="torch_export").export(bundle, tmp_path / "model.pt2")
+    assert result.format == "torch_export" and result.max_abs_diff <= 1e-6
+    program = torch.export.load(str(tmp_path / "model.pt2")).module()
+    assert program(torch.rand(5, 1, 8, 8) * 255).shape == (5, 10)  # the batch axis is dynamic
+    meta = read_metadata(tmp_path / "model.pt2")
+    assert meta["inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    assert meta["labels"][3] == "3" and meta["preprocessing"]["mean"] == 40.0 and meta["sha256"] == result.sha256
+
+
+def test_tensorrt_without_tensorrt_names_what_is_missing(bundle, tmp_path):
+    try:
+        backend = tensorrt_backend()
+    except RuntimeError:
+        backend = None
+    if backend is not None:
+        pytest.skip(f"this machine has {backend}: the error path cannot be reached")
+    with pytest.raises(RuntimeError, match=r"needs the `tensorrt` package .* TensorrtExecutionProvider or CUDAExecutionProvider"):
+        ModelExporter(format="tensorrt").export(bundle, tmp_path / "model.engine")
+    assert not (tmp_path / "model.engine").exists()  # nothing pretended
+
+
+def test_transformer_fusions_at_level_9_with_dynamic_batch_and_sequence(tmp_path):
+    torch.manual_seed(0)
+    model = TinyTextClassifier().eval()
+    ids = torch.randint(1, 500, (2, 16))
+    plain = ModelExporter(optimize_level=7).export(model, tmp_path / "plain.onnx", ids)
+    fused = ModelExporter(optimize_level=9).export(model, tmp_path / "fused.onnx", ids)
+    meta = read_metadata(fused.path)
+    assert meta["fusions"]["attention"] == 2 and meta["fusions"]["skip_layer_normalization"] == 4
+    assert "fusions" not in read_metadata(plain.path)
+    assert meta["inputs"] == [{"name": "input", "shape": ["batch", "sequence"], "dtype": "int64"}]
+    session = onnx_session(fused.path)
+    for batch, length in ((1, 8), (5, 40)):
+        x = torch.randint(1, 500, (batch, length))
+        x[:, length - 3 :] = 0  # padding, masked out by the attention
+        with torch.no_grad():
+            assert np.abs(onnx_predict(session, x.numpy()) - model(x).numpy()).max() < 1e-5
+
+
+class Noisy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand_like(x)
+
+
+def test_parity_beyond_tolerance_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match=r"onnx export of Noisy differs from torch by .* \(parity_tolerance=0.001\)"):
+        ModelExporter().export(Noisy(), tmp_path / "noisy.onnx", torch.zeros(4, 3))
+
+
+def test_bundle_example_is_drawn_like_its_data(bundle, tmp_path):
+    result = ModelExporter(optimize_level=0).export(bundle, tmp_path / "model.onnx")
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["example_shape"] == [2, 1, 8, 8] and meta["max_abs_diff"] == result.max_abs_diff
+    assert meta["opset"] == 18 and meta["optimize_level"] == 0 and meta["architecture"] == "c8|conv3x3"
+
+
+def test_export_config_lists_formats_and_quantization():
+    from pydantic import ValidationError
+
+    from deepseek_ray.config.schema import ExportConfig
+
+    config = ExportConfig(formats=["onnx", "torch_export", "tensorrt"],
+                          quantize=[{"type": "int8_dynamic"}, {"type": "int8_static", "calibration_samples": 256}, {"type": "int4"}])
+    assert [item.type for item in config.quantize] == ["int8_dynamic", "int8_static", "int4"]
+    assert config.quantize[1].calibration_samples == 256 and config.quantize[2].block_size == 128
+    with pytest.raises(ValidationError, match="'int8_dynamic', 'int8_static', 'int4'"):
+        ExportConfig(quantize=[{"type": "int3"}])
+    with pytest.raises(ValidationError, match="block_size must be one of 16, 32, 64, 128, 256"):
+        ExportConfig(quantize=[{"type": "int4", "block_size": 100}])
+    with pytest.raises(ValidationError, match="add onnx to formats"):
+        ExportConfig(formats=["torch_export"], quantize=[{"type": "int4"}])
+    with pytest.raises(ValidationError, match="onnx', 'torch_export' or 'tensorrt'"):
+        ExportConfig(formats=["pickle"])
