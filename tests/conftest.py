@@ -68,6 +68,21 @@ def ray_address(cluster: Cluster) -> str:
 
 
 @pytest.fixture(scope="session")
+def image_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model bundle of a small untrained cell network for 1×8×8 images (for export tests)."""
+    import torch
+
+    from deepseek_ray.models import build_model, save_bundle
+
+    folder = tmp_path_factory.mktemp("bundle")
+    spec = {"type": "cellnet", "arch": "c8|conv5x5|identity", "in_channels": 1, "num_classes": 10}
+    torch.manual_seed(0)
+    save_bundle(folder, build_model(spec).state_dict(), spec, labels=[str(i) for i in range(10)], input_shape=(1, 8, 8),
+                preprocessing={"type": "normalize", "mean": 40.0, "std": 30.0}, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_config_path() -> Path:
     return DATA / "tiny.yaml"
 

@@ -6,24 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from deepseek_ray.export import ModelExporter, graph_optimization_level, onnx_predict, onnx_session
-from deepseek_ray.models import build_model, save_bundle
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bundle")
-    spec = {"type": "cellnet", "arch": "c8|conv5x5|identity", "in_channels": 1, "num_classes": 10}
-    torch.manual_seed(0)
-    save_bundle(folder, build_model(spec).state_dict(), spec, labels=[str(i) for i in range(10)], input_shape=(1, 8, 8),
-                preprocessing={"type": "normalize", "mean": 40.0, "std": 30.0}, seed=0)
-    return folder
-
-
-def test_export_from_a_bundle_checks_parity_and_writes_metadata(bundle, tmp_path):
-    result = ModelExporter(format="onnx", optimize_level=9).export(bundle, tmp_path / "model.onnx")
+def test_export_from_a_bundle_checks_parity_and_writes_metadata(image_bundle, tmp_path):
+    result = ModelExporter(format="onnx", optimize_level=9).export(image_bundle, tmp_path / "model.onnx")
     assert result.max_abs_diff <= 1e-5 and result.size_bytes > 0
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     assert meta["opset"] == 18 and meta["sha256"] == result.sha256 and meta["labels"][0] == "0"
@@ -48,9 +36,9 @@ def test_optimize_levels_map_to_onnx_runtime():
         ModelExporter(format="pickle")
 
 
-def test_truncated_file_and_wrong_shape_give_clear_errors(bundle, tmp_path):
+def test_truncated_file_and_wrong_shape_give_clear_errors(image_bundle, tmp_path):
     path = tmp_path / "model.onnx"
-    ModelExporter().export(bundle, path)
+    ModelExporter().export(image_bundle, path)
     session = onnx_session(path)
     with pytest.raises(ValueError, match=r"shape \[2, 1, 28, 28\] does not fit .* \['\w+', 1, 8, 8\]"):
         onnx_predict(session, np.zeros((2, 1, 28, 28), np.float32))

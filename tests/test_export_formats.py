@@ -10,17 +10,6 @@ import torch
 from torch import nn
 
 from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session, read_metadata, tensorrt_backend
-from deepseek_ray.models import build_model, save_bundle
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bundle")
-    spec = {"type": "cellnet", "arch": "c8|conv3x3", "in_channels": 1, "num_classes": 10}
-    torch.manual_seed(0)
-    save_bundle(folder, build_model(spec).state_dict(), spec, labels=[str(i) for i in range(10)], input_shape=(1, 8, 8),
-                preprocessing={"type": "normalize", "mean": 40.0, "std": 30.0}, seed=0)
-    return folder
 
 
 class TinyTextClassifier(nn.Module):
@@ -40,8 +29,8 @@ class TinyTextClassifier(nn.Module):
         return torch.softmax(self.head((hidden * keep).sum(1) / keep.sum(1).clamp(min=1)), -1)
 
 
-def test_torch_export_writes_a_program_that_matches_torch(bundle, tmp_path):
-    result = ModelExporter(format="torch_export").export(bundle, tmp_path / "model.pt2")
+def test_torch_export_writes_a_program_that_matches_torch(image_bundle, tmp_path):
+    result = ModelExporter(format="torch_export").export(image_bundle, tmp_path / "model.pt2")
     assert result.format == "torch_export" and result.max_abs_diff <= 1e-6
     program = torch.export.load(str(tmp_path / "model.pt2")).module()
     assert program(torch.rand(5, 1, 8, 8) * 255).shape == (5, 10)  # the batch axis is dynamic
@@ -50,7 +39,7 @@ def test_torch_export_writes_a_program_that_matches_torch(bundle, tmp_path):
     assert meta["labels"][3] == "3" and meta["preprocessing"]["mean"] == 40.0 and meta["sha256"] == result.sha256
 
 
-def test_tensorrt_without_tensorrt_names_what_is_missing(bundle, tmp_path):
+def test_tensorrt_without_tensorrt_names_what_is_missing(image_bundle, tmp_path):
     try:
         backend = tensorrt_backend()
     except RuntimeError:
@@ -58,7 +47,7 @@ def test_tensorrt_without_tensorrt_names_what_is_missing(bundle, tmp_path):
     if backend is not None:
         pytest.skip(f"this machine has {backend}: the error path cannot be reached")
     with pytest.raises(RuntimeError, match=r"needs the `tensorrt` package .* TensorrtExecutionProvider or CUDAExecutionProvider"):
-        ModelExporter(format="tensorrt").export(bundle, tmp_path / "model.engine")
+        ModelExporter(format="tensorrt").export(image_bundle, tmp_path / "model.engine")
     assert not (tmp_path / "model.engine").exists()  # nothing pretended
 
 
@@ -90,11 +79,11 @@ def test_parity_beyond_tolerance_is_an_error(tmp_path):
         ModelExporter().export(Noisy(), tmp_path / "noisy.onnx", torch.zeros(4, 3))
 
 
-def test_bundle_example_is_drawn_like_its_data(bundle, tmp_path):
-    result = ModelExporter(optimize_level=0).export(bundle, tmp_path / "model.onnx")
+def test_bundle_example_is_drawn_like_its_data(image_bundle, tmp_path):
+    result = ModelExporter(optimize_level=0).export(image_bundle, tmp_path / "model.onnx")
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     assert meta["example_shape"] == [2, 1, 8, 8] and meta["max_abs_diff"] == result.max_abs_diff
-    assert meta["opset"] == 18 and meta["optimize_level"] == 0 and meta["architecture"] == "c8|conv3x3"
+    assert meta["opset"] == 18 and meta["optimize_level"] == 0 and meta["architecture"] == "c8|conv5x5|identity"
 
 
 def test_export_config_lists_formats_and_quantization():
