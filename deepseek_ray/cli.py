@@ -138,9 +138,8 @@ def _keep_serving(embedded: bool, cfg: Any) -> None:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        from ray import serve
-
-        serve.shutdown()
+        # The embedded Ray, Serve included, ends with this process; shutting Serve down first only adds
+        # Ray's warnings about its controller's interrupted graceful shutdown.
         print("stopped serving", flush=True)
 
 
