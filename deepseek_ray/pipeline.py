@@ -81,7 +81,7 @@ def _fmt(value: Any) -> str:
 def load_data(cfg: ExperimentConfig) -> DatasetSplits:
     """The experiment's dataset, split by its seed."""
     split = (cfg.data.split.train, cfg.data.split.val, cfg.data.split.test)
-    return load_dataset(cfg.data.dataset, split, cfg.seed, cfg.data.limit)
+    return load_dataset(cfg.data.dataset, split, cfg.seed, cfg.data.limit, label=cfg.data.label)
 
 
 def search_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter, tracker: Any, resume: bool = False) -> Any:
