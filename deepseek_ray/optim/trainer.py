@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, SequentialSampler
 from torch.utils.data.dataloader import default_collate
 
 EpochCallback = Callable[[int, dict[str, float]], bool | None]
@@ -141,20 +141,12 @@ class MixedPrecisionTrainer:
         self.accumulation = steps
 
     # ------------------------------------------------------------------------------- data
-    def loader(self, data: Dataset | DataLoader, train: bool, epoch: int = 0) -> DataLoader:
-        """A loader over this rank's shard; training order is a function of (seed, epoch) only."""
+    def eval_loader(self, data: Dataset | DataLoader) -> DataLoader:
+        """Batches of this rank's evaluation shard (training order lives in :meth:`_epoch_order`)."""
         if isinstance(data, DataLoader):
             return data
         rank, world = _world()
-        if train:
-            if world > 1:
-                sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
-                sampler.set_epoch(epoch)
-            else:
-                sampler = RandomSampler(data, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-        else:
-            sampler = _Shard(len(data), rank, world)
-        batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+        batches = BatchSampler(_Shard(len(data), rank, world), self.batch_size, drop_last=False)
         collate = (lambda batch: batch) if hasattr(data, "__getitems__") else None
         return DataLoader(data, batch_sampler=batches, collate_fn=collate)
 
@@ -344,7 +336,7 @@ class MixedPrecisionTrainer:
         """Loss plus accuracy (classification) or MAE (regression), summed across ranks when distributed."""
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct count or absolute-error sum, count
-        for x, y in self.loader(data, train=False):
+        for x, y in self.eval_loader(data):
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 output = self.forward(x).float()
