@@ -139,7 +139,7 @@ def raw_run(model_name: str, precision: str, steps: int, device: torch.device, w
     return steps * batch / wall, torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def ours_run(model_name: str, precision: str, steps: int, device: torch.device, world: int, compile: bool = False) -> tuple[float, float]:
+def ours_run(model_name: str, precision: str, steps: int, device: torch.device, world: int, compile: bool | str = False) -> tuple[float, float]:
     """The same work through MixedPrecisionTrainer.train_epoch. Returns (samples/s, peak GiB)."""
     import ray.train.torch
 
@@ -213,7 +213,7 @@ def loop(config: dict) -> None:
     first_step = torch.tensor([time.time()], dtype=torch.float64, device=device)
     if world > 1:
         dist.all_reduce(first_step, op=dist.ReduceOp.MAX)
-    rows = {"world": world, "startup_s": float(first_step) - config["fit_start"], "runs": [],
+    rows = {"world": world, "compile": config["compile"], "startup_s": float(first_step) - config["fit_start"], "runs": [],
             "device": f"{device} of CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"}
     if rank == 0:
         rows["bf16_matmul_tflops"] = matmul_tflops(device)
@@ -226,10 +226,16 @@ def loop(config: dict) -> None:
                 rows["runs"].append({"model": model_name, "precision": precision, "kind": kind, "repeat": repeat,
                                      "samples_per_s_per_gpu": rate, "peak_gib": peak})
                 torch.cuda.empty_cache()
-    if config["compile"]:  # compiling takes a minute or more: once per group
-        rate, peak = ours_run("transformer", "bf16", config["steps"], device, world, compile=True)
-        rows["runs"].append({"model": "transformer", "precision": "bf16", "kind": "ours+compile", "repeat": 0,
-                             "samples_per_s_per_gpu": rate, "peak_gib": peak})
+    if world > 1:  # both GPUs busy, no DDP and no communication: what the host gives two GPUs at once
+        for repeat in range(config["repeats"]):
+            rate, peak = raw_run("transformer", "bf16", config["steps"], device, 1)
+            rows["runs"].append({"model": "transformer", "precision": "bf16", "kind": "alone", "repeat": repeat,
+                                 "samples_per_s_per_gpu": rate, "peak_gib": peak})
+    if config["compile"]:  # compiling takes a while: once per group, then repeated runs reuse it
+        for repeat in range(config["repeats"]):
+            rate, peak = ours_run("transformer", "bf16", config["steps"], device, world, compile=config["compile"])
+            rows["runs"].append({"model": "transformer", "precision": "bf16", "kind": "ours+compile", "repeat": repeat,
+                                 "samples_per_s_per_gpu": rate, "peak_gib": peak})
     if world == 1 and config["oom"]:
         rows["oom_recovery"] = oom_recovery(device)
     if rank == 0:
@@ -266,9 +272,11 @@ def summarise(groups: list[dict]) -> str:
             if raw is not None:
                 lines.append(f"| {model} | {precision} | {group['world']} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.3f} | "
                              f"{mean('raw', 'peak_gib'):.2f} / {mean('ours', 'peak_gib'):.2f} | {mfu(ours)} |")
-            compiled = mean("ours+compile", "samples_per_s_per_gpu")
+            compiled, alone = mean("ours+compile", "samples_per_s_per_gpu"), mean("alone", "samples_per_s_per_gpu")
             if compiled and precision == "bf16" and model == "transformer":
-                lines.append(f"| transformer | bf16 + compile | {group['world']} | – | {compiled:,.0f} | – | – | {mfu(compiled)} |")
+                lines.append(f"| transformer | bf16 + compile ({group['compile']}) | {group['world']} | – | {compiled:,.0f} | – | – | {mfu(compiled)} |")
+            if alone and precision == "bf16" and model == "transformer":
+                lines.append(f"| transformer | bf16, no DDP, both GPUs busy | {group['world']} | {alone:,.0f} | – | – | – | – |")
     return "\n".join(lines)
 
 
@@ -277,7 +285,8 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=torch.cuda.device_count())
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", nargs="?", const="reduce-overhead", default=False,
+                        help="also time bf16 + torch.compile in this mode (default reduce-overhead: CUDA graphs)")
     parser.add_argument("--out", type=Path, default=Path("bench_train_gpu.json"))
     args = parser.parse_args()
     import ray
@@ -294,6 +303,13 @@ def main() -> None:
     print(table)
     for group in groups:
         print(f"{group['world']} GPU(s): fit() → first step on every worker {group['startup_s']:.1f} s")
+        if group["world"] > 1:
+            one = next(g for g in groups if g["world"] == 1)
+            for kind in ("raw", "ours", "ours+compile"):
+                rates = {g["world"]: [r["samples_per_s_per_gpu"] for r in g["runs"]
+                                      if (r["model"], r["precision"], r["kind"]) == ("transformer", "bf16", kind)] for g in (one, group)}
+                if rates[1] and rates[group["world"]]:
+                    print(f"scaling, transformer bf16 {kind}: {sum(rates[group['world']]) / len(rates[group['world']]) / (sum(rates[1]) / len(rates[1])):.3f} per GPU")
         if "oom_recovery" in group:
             print("OOM recovery:", json.dumps(group["oom_recovery"]))
 

@@ -60,6 +60,8 @@ class MixedPrecisionTrainer:
     ['epoch', 'lr', 'train_loss', 'val_accuracy', 'val_loss']
 
     ``fp16=True`` on a CPU falls back to fp32 with one warning (CPU autocast has no fast fp16).
+    ``compile=True`` runs the forward through ``torch.compile``; a string picks its mode
+    (``'max-autotune-no-cudagraphs'``, ``'max-autotune'``, ``'reduce-overhead'``).
     """
 
     def __init__(
@@ -76,7 +78,7 @@ class MixedPrecisionTrainer:
         scheduler: str = "constant",
         per_device_train_batch_size: int = 64,
         gradient_accumulation_steps: int = 1,
-        compile: bool = False,
+        compile: bool | str = False,
         device: str | torch.device | None = None,
         batch_transform: BatchTransform | None = None,
         seed: int = 0,
@@ -101,7 +103,7 @@ class MixedPrecisionTrainer:
         self.batch_size = per_device_train_batch_size
         self.accumulation = 1
         self.set_gradient_accumulation(gradient_accumulation_steps)
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.forward = _compiled(self.model, compile)
         self.batch_transform = batch_transform
         self.seed = seed
         self.task = task
@@ -422,6 +424,19 @@ def _any_rank(flag: bool, group: Any) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0])
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
     return bool(tensor.item())
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def _compiled(model: nn.Module, compile: bool | str) -> nn.Module | Callable[..., torch.Tensor]:
+    """The forward to call: the model itself, or ``torch.compile`` of it in the chosen mode."""
+    if compile is False:
+        return model
+    mode = "default" if compile is True else compile
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile: unknown mode {compile!r}; allowed: True, False, {', '.join(COMPILE_MODES)}")
+    return torch.compile(model, mode=mode)
 
 
 def _default_device(model: nn.Module) -> torch.device:
