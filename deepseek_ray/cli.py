@@ -86,10 +86,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = load(args.file, _overrides(args.overrides))
     if args.command == "validate":
-        print(f"{args.file}: valid ({cfg.name}: dataset {cfg.data.dataset}, strategy {cfg.search.strategy.type}, "
-              f"scheduler {cfg.search.scheduler.type}, {cfg.search.budget.trials} trials, {cfg.train.epochs} epochs)")
+        print(f"{args.file}: valid ({cfg.name}: dataset {cfg.data.dataset}{_data_options(cfg)}, "
+              f"strategy {cfg.search.strategy.type}, scheduler {cfg.search.scheduler.type}, {cfg.search.budget.trials} trials, "
+              f"{cfg.train.epochs} epochs)")
         return 0
     return _with_ray(args, cfg)
+
+
+def _data_options(cfg: Any) -> str:
+    """`` (window: lookback=52, horizon=1)``: the dataset kind's options as ``validate`` shows them."""
+    for key in ("text", "window", "tabular"):
+        section = getattr(cfg.data, key)
+        if section is not None:
+            shown = {k: [a["type"] for a in v] if k == "augmentation" else v
+                     for k, v in section.model_dump(exclude_none=True).items()}
+            return f" ({key}: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
+    return ""
 
 
 def _with_ray(args: argparse.Namespace, cfg: Any) -> int:

@@ -100,3 +100,78 @@ def test_cli_validate_and_schema(tmp_path, capsys):
     assert set(schema["required"]) == {"name", "data"}
     assert {"data", "search", "train", "export", "serve", "tracking"} <= set(schema["properties"])
     assert schema == ExperimentConfig.model_json_schema()
+
+
+# ---------------------------------------------------------------------- kind-specific data keys
+@pytest.mark.parametrize("example", ["quickstart", "tabular", "timeseries", "text_fewshot"])
+def test_every_example_validates(example, capsys):
+    assert main(["validate", str(ROOT / "examples" / f"{example}.yaml")]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_text_keys_name_the_field_and_the_allowed_values(tmp_path):
+    errors = errors_of(write(tmp_path, "name: x\ndata:\n  dataset: rotten_tomatoes\n  text: {max_len: 1, tokenizer: '',"
+                                       " augmentation: [shout, {type: random_swap, p: 2}], colour: red}\n"))
+    assert errors[0].startswith("data.text.tokenizer: got ''")
+    assert errors[1].startswith("data.text.max_len: got 1; Input should be greater than or equal to 2")
+    assert errors[2].startswith("data.text.augmentation.0: got {'type': 'shout'}")
+    for allowed in ("'synonym_replacement'", "'random_swap'", "'random_deletion'", "'back_translation'"):
+        assert allowed in errors[2]
+    assert errors[3].startswith("data.text.augmentation.1.random_swap.p: got 2")
+    assert errors[4].startswith("data.text.colour: unknown key")
+
+
+def test_text_short_and_long_augmentation_forms(tmp_path):
+    cfg = load(write(tmp_path, "name: x\ndata:\n  dataset: rotten_tomatoes\n  text:\n    tokenizer: bpe\n"
+                               "    augmentation: [random_deletion, {type: back_translation, forward: ./en-de}]\n"))
+    assert [a.type for a in cfg.data.text.augmentation] == ["random_deletion", "back_translation"]
+    assert cfg.data.text.augmentation[1].forward == "./en-de" and cfg.data.text.tokenizer == "bpe"
+
+
+def test_local_tokenizer_folder_resolves_against_the_file(tmp_path):
+    (tmp_path / "my_tokenizer").mkdir()
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: rotten_tomatoes, text: {tokenizer: my_tokenizer}}\n"))
+    assert cfg.data.text.tokenizer == str(tmp_path / "my_tokenizer")
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: rotten_tomatoes, text: {tokenizer: bert-base-uncased}}\n"))
+    assert cfg.data.text.tokenizer == "bert-base-uncased"  # not a path: a hub name, left as it is
+
+
+def test_window_and_tabular_keys(tmp_path):
+    errors = errors_of(write(tmp_path, "name: x\ndata: {dataset: co2, window: {lookback: 0, horizon: soon}}\n"))
+    assert errors[0].startswith("data.window.lookback: got 0") and errors[1].startswith("data.window.horizon: got 'soon'")
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {year: {median: 3}}}}\n"))
+    assert error.startswith("data.tabular.bins:") and "{quantile: n} or {uniform: n}" in error
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {age: [30, 18]}}}\n"))
+    assert "bins.age: edges must be at least two strictly increasing numbers" in error
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {age: [0, 18, 30, 120]}, scale: false}}\n"))
+    assert cfg.data.tabular.bins == {"age": [0, 18, 30, 120]} and cfg.data.tabular.scale is False
+
+
+def test_options_of_two_kinds_are_an_error(tmp_path):
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: co2, window: {lookback: 4}, tabular: {scale: true}}\n"))
+    assert "window and tabular are options of different dataset kinds" in error
+
+
+def test_options_that_do_not_fit_the_registered_dataset(tmp_path):
+    from deepseek_ray.pipeline import data_options
+
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: penguins, window: {lookback: 4}}\n"))
+    with pytest.raises(ValueError, match="data.window: penguins is a tabular dataset"):
+        data_options(cfg)
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: co2, window: {lookback: 4}}\n"))
+    assert data_options(cfg) == {"lookback": 4, "horizon": 1}
+
+
+def test_search_metric_must_fit_the_task(tmp_path):
+    from deepseek_ray.data import load_dataset
+    from deepseek_ray.pipeline import objective
+
+    sunspots = load_dataset("sunspots", lookback=4)
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_accuracy}\n"))
+    with pytest.raises(ValueError, match=r"search.metric: val_accuracy is not reported .* allowed: val_mae \(mode min\)"):
+        objective(cfg, sunspots)
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_mae, mode: max}\n"))
+    with pytest.raises(ValueError, match="search.mode: val_mae is better when lower"):
+        objective(cfg, sunspots)
+    cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_mae, mode: min}\n"))
+    assert objective(cfg, sunspots) == ("val_mae", "min")

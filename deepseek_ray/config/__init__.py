@@ -17,7 +17,10 @@ import yaml
 from pydantic import ValidationError
 
 from .schema import (
+    DATA_KINDS,
     STRATEGIES,
+    TEXT_AUGMENTATIONS,
+    TRAINED_TOKENIZERS,
     AshaSchedulerConfig,
     BatchingConfig,
     BudgetConfig,
@@ -27,8 +30,11 @@ from .schema import (
     MlflowFileConfig,
     SearchConfig,
     ServeConfig,
+    TabularDataConfig,
+    TextDataConfig,
     TrackingConfig,
     TrainConfig,
+    WindowConfig,
     parse_duration,
 )
 
@@ -36,6 +42,11 @@ __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "DataConfig",
+    "TextDataConfig",
+    "WindowConfig",
+    "TabularDataConfig",
+    "DATA_KINDS",
+    "TEXT_AUGMENTATIONS",
     "SearchConfig",
     "TrainConfig",
     "ExportConfig",
@@ -122,7 +133,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
 
     Paths inside the file (``search.space``, a file ``data.dataset``, ``tracking.config``) are made
     absolute against the file's folder, once, here in the driver: trials run in their own directories.
-    ``output_dir`` and a relative sqlite ``tracking_uri`` are made absolute against the working directory.
+    A local ``data.text.tokenizer`` folder is resolved the same way. ``output_dir`` and a relative sqlite
+    ``tracking_uri`` are made absolute against the working directory.
     ``overrides`` are dotted keys, e.g. ``{'train.epochs': 1}``.
 
     >>> cfg = load('examples/quickstart.yaml')  # doctest: +SKIP
@@ -141,6 +153,10 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
     dataset_file = _resolve(base, cfg.data.dataset)
     if dataset_file.suffix in {".csv", ".parquet", ".jsonl", ".json", ".gz"} or dataset_file.exists():
         cfg.data.dataset = str(dataset_file)
+    if cfg.data.text is not None and cfg.data.text.tokenizer not in TRAINED_TOKENIZERS:
+        tokenizer = _resolve(base, cfg.data.text.tokenizer)
+        if tokenizer.exists():  # a local folder or tokenizer.json; anything else is a hub name
+            cfg.data.text.tokenizer = str(tokenizer)
     cfg.output_dir = cfg.output_dir.expanduser().resolve()
     if cfg.tracking.config is not None:
         cfg.tracking.config = _resolve(base, cfg.tracking.config)

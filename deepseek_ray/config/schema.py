@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -79,14 +79,145 @@ class RandomShiftConfig(Section):
 AugmentConfig = Annotated[Union[MixupConfig, CutmixConfig, RandomShiftConfig], Field(discriminator="type")]
 
 
+# Text: the options of deepseek_ray.data.TextPreprocessor, one class per augmentation.
+TEXT_AUGMENTATIONS = ("synonym_replacement", "random_swap", "random_deletion", "back_translation")
+TRAINED_TOKENIZERS = ("wordpiece", "bpe")
+
+
+class SynonymReplacementConfig(Section):
+    """Replace about a fraction ``p`` of the words with a WordNet synonym (needs WordNet, see the README)."""
+
+    type: Literal["synonym_replacement"]
+    p: float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
+
+
+class RandomSwapConfig(Section):
+    """Swap two random words, about ``p``·n times."""
+
+    type: Literal["random_swap"]
+    p: float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
+
+
+class RandomDeletionConfig(Section):
+    """Drop each word with probability ``p`` (at least one word stays)."""
+
+    type: Literal["random_deletion"]
+    p: float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
+
+
+class BackTranslationConfig(Section):
+    """Translate to a pivot language and back with two MarianMT models (local folders or hub names)."""
+
+    type: Literal["back_translation"]
+    forward: str = "Helsinki-NLP/opus-mt-en-de"
+    backward: str = "Helsinki-NLP/opus-mt-de-en"
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+TextAugmentConfig = Annotated[
+    Union[SynonymReplacementConfig, RandomSwapConfig, RandomDeletionConfig, BackTranslationConfig],
+    Field(discriminator="type"),
+]
+
+
+class TextDataConfig(Section):
+    """Text datasets: tokenisation to ``max_len`` token ids and training-split augmentation
+    (``deepseek_ray.data.TextPreprocessor``; val and test are never augmented).
+
+    >>> TextDataConfig(tokenizer='bpe', augmentation=['random_swap']).augmentation[0].type
+    'random_swap'
+    """
+
+    tokenizer: str = Field(
+        "wordpiece", min_length=1,
+        description="wordpiece | bpe (trained on the training split), a local Hugging Face tokenizer folder or "
+                    "tokenizer.json (relative to the experiment file), or a hub name (needs the network).")
+    max_len: int = Field(64, ge=2, le=4096, description="Token ids per example: longer texts are truncated, shorter padded.")
+    vocab_size: int = Field(8000, ge=100, description="Vocabulary of a trained wordpiece/bpe tokenizer.")
+    augmentation: list[TextAugmentConfig] = Field(
+        default_factory=list,
+        description="Names or {type: ..., options}: synonym_replacement, random_swap, random_deletion, back_translation.")
+    p: float = Field(0.1, ge=0, le=1, description="Default share of words an augmentation changes.")
+    copies: int = Field(1, ge=0, le=10, description="Augmented copies of each training text, per augmentation.")
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _names_to_mappings(cls, value: Any) -> Any:
+        # `augmentation: [random_swap]` is the short form of `[{type: random_swap}]`.
+        if isinstance(value, list):
+            return [{"type": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class WindowConfig(Section):
+    """Time series: forecast ``horizon`` steps of the target from the last ``lookback`` steps of every column."""
+
+    lookback: int | None = Field(None, ge=1, le=10000, description="Input steps; default: the dataset's own (co2: 52, sunspots: 24).")
+    horizon: int = Field(1, ge=1, le=1000, description="Steps forecast at once.")
+
+
+BIN_STRATEGIES = ("quantile", "uniform")
+
+
+class TabularDataConfig(Section):
+    """Tabular datasets: binning and scaling (imputation and one-hot encoding are automatic), all fitted
+    on the training split and saved in the model bundle, so serving transforms raw rows the same way.
+
+    >>> TabularDataConfig(bins={'age': [0, 18, 30, 120], 'income': {'quantile': 4}}).bins['income']
+    {'quantile': 4}
+    """
+
+    bins: dict[str, list[float] | dict[str, int]] = Field(
+        default_factory=dict,
+        description="Column → explicit edges [0, 18, 30, 120] (bins closed on the right), {quantile: n} or {uniform: n}.")
+    scale: bool = Field(True, description="Standardise numeric columns (mean/std of the training split).")
+
+    @field_validator("bins")
+    @classmethod
+    def _bin_specs(cls, bins: dict[str, Any]) -> dict[str, Any]:
+        for column, spec in bins.items():
+            if isinstance(spec, list):
+                if len(spec) < 2 or any(b <= a for a, b in zip(spec, spec[1:])):
+                    raise ValueError(f"bins.{column}: edges must be at least two strictly increasing numbers, got {spec}")
+            elif len(spec) != 1 or next(iter(spec)) not in BIN_STRATEGIES or next(iter(spec.values())) < 2:
+                raise ValueError(f"bins.{column}: got {spec}; allowed: a list of edges, {{quantile: n}} or {{uniform: n}} "
+                                 "with n ≥ 2")
+        return bins
+
+
+DATA_KINDS = ("image", "tabular", "text", "timeseries")
+
+
 class DataConfig(Section):
-    """Where the examples come from and how they are split."""
+    """Where the examples come from, how they are split, and the options of the dataset's kind
+    (``text``, ``window`` for time series, ``tabular``); set only the one that fits the dataset.
+    """
 
     dataset: str = Field("mnist5k", description="A registry name (see `deepseek-ray datasets`) or a csv/parquet/jsonl file.")
-    label: str | None = Field(None, description="The label column, for a file dataset.")
+    label: str | None = Field(None, description="The label column (file datasets), or the target column to forecast.")
+    kind: Literal["image", "tabular", "text", "timeseries"] | None = Field(
+        None, description="A file dataset's kind (default: text for one string column, else tabular); "
+                          "registered datasets know theirs.")
     split: SplitConfig = SplitConfig()
-    augment: list[AugmentConfig] = Field(default_factory=list, description="Training-split augmentation, applied per batch.")
-    limit: int | None = Field(None, ge=10, description="Use only the first N examples (after shuffling): for smoke tests.")
+    augment: list[AugmentConfig] = Field(default_factory=list, description="Image augmentation, applied per training batch.")
+    limit: int | None = Field(None, ge=10, description="Use only N examples (shuffled; a time series keeps its first N steps): for smoke tests.")
+    text: TextDataConfig | None = Field(None, description="Tokenizer, max_len and augmentation of a text dataset.")
+    window: WindowConfig | None = Field(None, description="lookback and horizon of a time-series dataset.")
+    tabular: TabularDataConfig | None = Field(None, description="Binning and scaling of a tabular dataset.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "DataConfig":
+        given = [key for key in ("text", "window", "tabular") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are options of different dataset kinds; keep the one that fits "
+                             f"{self.dataset} (text: text, window: timeseries, tabular: tabular)")
+        own = {"text": "text", "window": "timeseries", "tabular": "tabular"}
+        if given and self.kind is not None and own[given[0]] != self.kind:
+            raise ValueError(f"data.{given[0]} is for {own[given[0]]} datasets, but kind is {self.kind}")
+        if self.augment and self.kind not in (None, "image"):
+            raise ValueError("data.augment (random_shift, mixup, cutmix) is for images; for text use data.text.augmentation")
+        return self
 
 
 # ---------------------------------------------------------------------------------------- search
@@ -251,7 +382,10 @@ class TrainConfig(Section):
     clip_grad_norm: float | None = Field(1.0, gt=0)
     early_stopping_patience: int | None = Field(3, ge=1, description="Epochs without a better val metric before stopping.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint.")
-    baseline: bool = Field(True, description="Also train a plain 2-conv CNN with the same recipe, for comparison.")
+    baseline: bool = Field(
+        True, description="Also score a simple baseline on the same test split: images: a plain 2-conv CNN with the same "
+                          "recipe; tabular: scikit-learn logistic (or ridge) regression on the same features; time series: "
+                          "the last observed value (persistence); text: the majority class.")
 
 
 # ---------------------------------------------------------------------------------------- export
@@ -300,7 +434,9 @@ class ExportConfig(Section):
         description="onnx (ONNX Runtime), torch_export (torch.export .pt2), tensorrt (needs TensorRT or onnxruntime-gpu).")
     opset: int = Field(18, ge=13, le=23)
     optimize_level: int = Field(9, ge=0, le=9, description="0 = no graph optimisation, 7 = all of ONNX Runtime's, 8–9 = + transformer fusions.")
-    parity_tolerance: float = Field(1e-4, gt=0, description="Max |Δ probability| allowed between torch and ONNX Runtime.")
+    parity_tolerance: float = Field(
+        1e-4, gt=0, description="Max |torch − exported| allowed on the test split: in probability (classification, where "
+                                "the classes must also be identical), or relative to the largest |prediction| (regression).")
     quantize: list[QuantizeConfig] = Field(default_factory=list, description="Quantized variants of the ONNX model.")
 
     @model_validator(mode="after")
