@@ -108,6 +108,16 @@ def test_shipped_search_spaces_are_valid():
     assert {"mlp", "transformer_classifier", "tcn"} <= models
 
 
+
+def test_an_hpo_space_passes_every_builder_argument_it_searches():
+    # `channels` is cell structure in a NAS space, but a plain builder argument of the TCN.
+    space = SearchSpace.load(ROOT / "search_spaces" / "timeseries_tcn.yaml")
+    spec = space.model_spec({"channels": 8, "levels": 2, "kernel_size": 3, "lr": 1e-3, "batch_size": 16},
+                            {"in_channels": 1, "out_features": 1})
+    assert spec["channels"] == 8 and spec["levels"] == 2 and "lr" not in spec
+    assert sum(p.numel() for p in build_model(spec).parameters()) < sum(
+        p.numel() for p in build_model({**spec, "channels": 32}).parameters())
+
 # --------------------------------------------------------------------------------- on Ray
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_runs_a_search(ray_address, tmp_path, strategy):

@@ -358,7 +358,10 @@ class SearchSpace:
         return ""
 
     def model_kwargs(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The configuration's keyword arguments for the model builder (training keys left out)."""
+        """The configuration's keyword arguments for the model builder (training keys left out; in a NAS
+        space also the cell structure, which reaches the builder as ``arch``)."""
+        if self.kind != "nas":  # an HPO space's `channels` or `cells` are plain builder arguments
+            return {k: v for k, v in params.items() if k not in TRAINING_KEYS}
         skip = set(TRAINING_KEYS) | set(NAS_STRUCTURE) | {"structure"}
         return {k: v for k, v in params.items() if k not in skip and not k.startswith("cell")}
 
