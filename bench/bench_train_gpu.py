@@ -245,12 +245,13 @@ def loop(config: dict) -> None:
 
 def run_group(gpus: int, args: argparse.Namespace, out: Path) -> dict:
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from deepseek_ray.train.distributed import torch_trainer_class
 
     configs = [(m, p) for m in ("transformer", "cnn") for p in ("fp32", "fp16", "bf16")]
     config = {"configs": configs, "repeats": args.repeats, "steps": args.steps, "out": str(out), "fit_start": time.time(),
               "compile": args.compile, "oom": gpus == 1}
-    TorchTrainer(loop, train_loop_config=config, scaling_config=ScalingConfig(num_workers=gpus, use_gpu=True),
+    torch_trainer_class()(loop, train_loop_config=config, scaling_config=ScalingConfig(num_workers=gpus, use_gpu=True),
                  run_config=RunConfig(name=f"bench-{gpus}gpu-{int(time.time())}", storage_path="/tmp/bench_train")).fit()
     return json.loads(out.read_text())
 
@@ -291,7 +292,11 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
+    from deepseek_ray.train.distributed import TRAIN_ENV
+
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
+    for key, value in TRAIN_ENV.items():  # the start-up settings deepseek_ray.train uses
+        os.environ.setdefault(key, value)
     ray.init(log_to_driver=True, logging_level="ERROR")
     groups = []
     for gpus in sorted({1, args.gpus}):

@@ -374,7 +374,8 @@ class TrainConfig(Section):
     workers: int = Field(2, ge=1)
     use_gpu: bool = False
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    compile: bool = False
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        False, description="torch.compile the model; a mode name picks its mode (reduce-overhead: CUDA graphs, fastest on GPUs).")
     per_device_train_batch_size: int = Field(64, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: LrSchedulerConfig = LrSchedulerConfig()

@@ -8,6 +8,8 @@ group resumes at the next epoch and early stopping survives the restart.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import tempfile
 import threading
@@ -23,9 +25,12 @@ from ..data import DatasetSplits
 
 ProgressFn = Callable[[str], None]
 STATE_FILE = "trainer_state.pt"
-# Ray Train settings we change (the driver's environment reaches the controller and workers):
-# the controller polls workers every 2 s by default, which adds up to 2 s after each phase of a run.
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+# Ray Train settings we change (Ray Train copies these from the driver's environment to the controller
+# and the workers). The controller polls workers every 2 s by default, which adds up to 2 s after each
+# phase of a run. The preemption watcher (one more actor process per worker group, started just as the
+# train function starts) only observes spot-instance node preemption; FailureConfig restarts a lost
+# worker group without it, and on a small machine its process start competes with the first steps.
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 @dataclass
@@ -38,7 +43,7 @@ class TrainSettings:
     optimizer: str = "adamw"
     weight_decay: float = 0.01
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | str = False  # True, or a torch.compile mode such as "reduce-overhead"
     batch_size: int = 64
     accumulation: int = 1
     clip_grad_norm: float | None = 1.0
@@ -49,6 +54,7 @@ class TrainSettings:
     seed: int = 0
     metric: str = "val_accuracy"
     mode: str = "max"
+    task: str = "classification"  # or "regression" (MSE loss, val_mae)
     fail_at_epoch: int | None = None  # failure drill: the first attempt raises after this epoch
     inject_oom: dict[str, int] | None = None  # OOM drill: {"rank": r, "step": s} raises one OOM on rank r at step s
 
@@ -84,7 +90,7 @@ def build_trainer(settings: TrainSettings, num_classes: int, distributed: bool):
         fp16=settings.precision == "fp16", bf16=settings.precision == "bf16", clip_grad_norm=settings.clip_grad_norm,
         warmup_steps=settings.warmup_steps, scheduler=settings.schedule, per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.accumulation, compile=settings.compile, device=device,
-        batch_transform=build_batch_transform(settings.augment, num_classes), seed=settings.seed,
+        batch_transform=build_batch_transform(settings.augment, num_classes), seed=settings.seed, task=settings.task,
     )
 
 
@@ -145,15 +151,24 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         best, best_weights, stale = state["best"], state["best_weights"], state["stale"]
 
     first_attempt = checkpoint is None
+    submitted_at = loop_config.get("submitted_at")
     while trainer.epoch < settings.epochs and (settings.patience is None or stale < settings.patience):
         start = time.perf_counter()
+        # Seconds from train() to this attempt's first step on the slowest rank (a restart's count includes
+        # the attempts before it). Wall clock: the driver and the workers share it on one machine.
+        startup = torch.tensor([time.time() - submitted_at], dtype=torch.float64) if submitted_at else None
         train_loss = torch.tensor(trainer.train_epoch(data.train))
         if dist.is_initialized():
             dist.all_reduce(train_loss)
             train_loss /= dist.get_world_size()
+            if startup is not None:  # every rank takes this branch equally often: no collective waits alone
+                dist.all_reduce(startup, op=dist.ReduceOp.MAX)
         val = trainer.evaluate(data.val)  # identical on every rank (all-reduced)
         metrics = {"epoch": trainer.epoch, "train_loss": float(train_loss), "val_loss": val["loss"],
-                   "val_accuracy": val["accuracy"], "epoch_time_s": time.perf_counter() - start}
+                   **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "epoch_time_s": time.perf_counter() - start}
+        if startup is not None:
+            metrics["startup_s"] = float(startup)
+            submitted_at = None  # only the first epoch of an attempt measures start-up
         if _better(metrics[settings.metric], best, settings.mode):
             best, stale = metrics[settings.metric], 0
             best_weights = {k: v.detach().clone() for k, v in trainer.state_dict()["model"].items()}
@@ -182,16 +197,79 @@ class TrainResult:
     checkpoint_path: str
     wall_s: float
     attempts: int = 1
+    startup_s: float | None = None  # train() → first step on every worker (first attempt)
+
+
+@functools.cache
+def torch_trainer_class() -> type:
+    """Ray Train's ``TorchTrainer``, less the Ray Data shard manager when a run is given no ``datasets``.
+
+    Ray Train 2.60 starts a ``DatasetManager`` actor for every worker group even without datasets: one
+    more process importing Ray Data (about 2 CPU-seconds) while the workers import torch, on the
+    critical path of start-up. Runs that pass ``datasets`` keep it. This overrides a private hook
+    (``_create_default_callbacks``); if a Ray release moves it, the plain ``TorchTrainer`` is used.
+    """
+    from ray.train.torch import TorchTrainer
+
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    except ImportError:  # another Ray layout: keep its defaults
+        return TorchTrainer
+    if not hasattr(TorchTrainer, "_create_default_callbacks"):
+        return TorchTrainer
+
+    class LeanTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self) -> list[Any]:
+            callbacks = super()._create_default_callbacks()
+            if getattr(self, "datasets", None):
+                return callbacks
+            return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
+
+    return LeanTorchTrainer
 
 
 class _ProgressRelay(UserCallback):
-    """A Ray Train callback (it runs in the Train controller) that forwards each report to the driver."""
+    """A Ray Train callback that forwards each report to the driver through a local file.
 
-    def __init__(self, queue: Any):
-        self.queue = queue
+    It runs in the Train controller, which Ray Train places on the driver's node, so a JSON-lines file
+    there reaches the driver without one more actor process (a ``ray.util.queue.Queue`` costs a process
+    start while the controller and the workers are starting).
+
+    >>> import os, tempfile
+    >>> path = tempfile.mktemp()
+    >>> _ProgressRelay(path).after_report(None, [{"epoch": 1, "val_accuracy": 0.5}], None)
+    >>> tail = _ProgressTail(path)
+    >>> tail.read()
+    [{'epoch': 1, 'val_accuracy': 0.5}]
+    >>> tail.read(), os.remove(path)
+    ([], None)
+    """
+
+    def __init__(self, path: str):
+        self.path = path
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        self.queue.put_nowait(dict(metrics[0]))
+        with open(self.path, "a") as handle:  # one short append per epoch; the driver reads whole lines
+            handle.write(json.dumps(dict(metrics[0]), default=float) + "\n")
+
+
+class _ProgressTail:
+    """The driver's side of :class:`_ProgressRelay`: the reports appended since the last read."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        """Reports written completely since the previous call, oldest first."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits for the next read
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line]
 
 
 def train(
@@ -211,27 +289,36 @@ def train(
 
     >>> result = train(settings, splits, name='demo', storage_path='/tmp/runs')  # doctest: +SKIP
     """
+    submitted_at = time.time()
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.util.queue import Queue
+    from ray.train.torch import TorchConfig
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
     for key, value in TRAIN_ENV.items():
         os.environ.setdefault(key, value)
-    queue = Queue(actor_options={"num_cpus": 0})
-    cpus = ray.available_resources().get("CPU", workers) if not use_gpu else 1
-    threads = max(1, int(cpus // workers))
-    trainer = TorchTrainer(
+    handle, relay_path = tempfile.mkstemp(prefix="deepseek_ray_progress_", suffix=".jsonl")
+    os.close(handle)
+    tail = _ProgressTail(relay_path)
+    # Threads per worker from the cluster's CPUs, not from what is free this instant: the previous run's
+    # placement group may still be returning its CPUs, and a thread count that depends on that timing
+    # changes the float reductions, so two runs with the same seed would differ.
+    # (Capped by the largest node, which a worker cannot outgrow.)
+    cpus = ray.cluster_resources().get("CPU", workers) if not use_gpu else 1
+    node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=cpus)
+    threads = max(1, int(min(cpus // workers, node_cpus)))
+    trainer = torch_trainer_class()(
         train_loop,
-        train_loop_config={"settings": settings, "data": ray.put(data), "threads": threads},
+        # The data travels once through the object store; the config itself stays a few hundred bytes.
+        train_loop_config={"settings": settings, "data": ray.put(data), "threads": threads,
+                           "submitted_at": submitted_at},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=name, storage_path=str(Path(storage_path).resolve()),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=[_ProgressRelay(queue)],
+            callbacks=[_ProgressRelay(relay_path)],
         ),
     )
     history: list[dict[str, Any]] = []
@@ -239,17 +326,23 @@ def train(
     runner = threading.Thread(target=lambda: outcome.update(result=_fit(trainer)), daemon=True)
     start = time.perf_counter()
     runner.start()
-    while runner.is_alive() or not queue.empty():
-        while not queue.empty():
-            report = queue.get_nowait()
-            history.append(report)
-            if progress:
-                progress(
-                    f"epoch {report['epoch']:>2}/{settings.epochs} train_loss={report['train_loss']:.4f} "
-                    f"val_loss={report['val_loss']:.4f} val_accuracy={report['val_accuracy']:.4f} "
-                    f"({report['epoch_time_s']:.1f}s)" + ("  early stop" if report.get("stopping") else "")
-                )
-        runner.join(timeout=0.5)
+    try:
+        while True:
+            alive = runner.is_alive()  # read before the file, so the last reports are not missed
+            for report in tail.read():
+                history.append(report)
+                if progress:
+                    progress(
+                        f"epoch {report['epoch']:>2}/{settings.epochs} train_loss={report['train_loss']:.4f} "
+                        f"val_loss={report['val_loss']:.4f} {settings.metric}={report[settings.metric]:.4f} "
+                        f"({report['epoch_time_s']:.1f}s)" + ("  early stop" if report.get("stopping") else "")
+                        + (f"  [started in {report['startup_s']:.1f}s]" if "startup_s" in report else "")
+                    )
+            if not alive:
+                break
+            runner.join(timeout=0.5)
+    finally:
+        os.remove(relay_path)
     result = outcome["result"]
     if isinstance(result, BaseException):
         raise result
@@ -257,11 +350,10 @@ def train(
         raise RuntimeError(f"training reported no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-    ray.kill(queue.actor)
     return TrainResult(
         best_weights=state["best_weights"], best_metric=state["best"], history=history,
         epochs_run=state["trainer"]["epoch"], checkpoint_path=result.checkpoint.path,
-        wall_s=time.perf_counter() - start,
+        wall_s=time.perf_counter() - start, startup_s=history[0].get("startup_s") if history else None,
     )
 
 
