@@ -24,9 +24,9 @@ def test_registry_has_every_promised_dataset():
     ("iris", "tabular", "classification", {"in_features": 4, "num_classes": 3}),
     ("penguins", "tabular", "classification", {"in_features": 10, "num_classes": 3}),
     ("diabetes", "tabular", "regression", {"in_features": 10, "out_features": 1}),
-    ("sunspots", "timeseries", "regression", {"in_channels": 1, "out_features": 1}),
-    ("macrodata", "timeseries", "regression", {"in_channels": 11, "out_features": 1}),
-    ("stocks", "timeseries", "regression", {"in_channels": 4, "out_features": 1}),
+    ("sunspots", "timeseries", "regression", {"in_channels": 1, "out_features": 1, "target_channel": 0}),
+    ("macrodata", "timeseries", "regression", {"in_channels": 11, "out_features": 1, "target_channel": 10}),
+    ("stocks", "timeseries", "regression", {"in_channels": 4, "out_features": 1, "target_channel": 0}),
 ])
 def test_named_datasets_load_with_their_model_inputs(name, kind, task, inputs):
     splits = load_dataset(name, seed=0)
@@ -171,6 +171,17 @@ def test_time_series_scaling_uses_the_training_segment_only():
     assert not torch.equal(again.test.x, base.test.x)
     raw = base.raw("train")
     assert torch.allclose(raw[0, 0], torch.as_tensor(series.v.to_numpy()[:8], dtype=torch.float32), atol=1e-5)
+
+
+def test_time_series_target_is_scaled_like_its_input_channel():
+    # Window-relative forecasters add the last scaled input value of the target channel to a predicted
+    # change: that needs the target in the same units as its channel, and the channel named.
+    splits = load_dataset("macrodata", split=(0.7, 0.15, 0.15), lookback=8)
+    channel = splits.model_inputs()["target_channel"]
+    assert splits.preprocessing["channels"][channel] == splits.preprocessing["target"] == "infl"
+    assert torch.allclose(splits.train.x[1:, channel, -1], splits.train.y[:-1, 0])  # next window's last = this target
+    raw_target = splits.test.y * splits.preprocessing["target_std"] + splits.preprocessing["target_mean"]
+    assert torch.allclose(splits.raw("test")[1:, channel, -1], raw_target[:-1, 0], atol=1e-4)
 
 
 def test_too_short_a_segment_is_a_clear_error():

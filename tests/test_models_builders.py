@@ -115,3 +115,55 @@ def test_onnx_export_matches_torch(name, tmp_path):
 def test_recurrent_net_lstm_and_gru_differ_only_in_cell():
     lstm, gru = RecurrentNet(2, 1, hidden=8), RecurrentNet(2, 1, hidden=8, cell="gru")
     assert isinstance(lstm.rnn, torch.nn.LSTM) and isinstance(gru.rnn, torch.nn.GRU)
+
+
+@pytest.mark.parametrize("cls", [TCN, RecurrentNet])
+@pytest.mark.parametrize("relative", [True, "last", "mean", "revin"])
+def test_relative_forecasters_follow_a_level_shift_of_the_target(cls, relative):
+    torch.manual_seed(0)
+    model = cls(in_channels=3, out_features=2, relative=relative, target_channel=2).eval()
+    x = torch.randn(4, 3, 30)
+    shifted = x.clone()
+    shifted[:, 2] += 7.0
+    with torch.no_grad():
+        assert torch.allclose(model(shifted), model(x) + 7.0, atol=1e-4)
+
+
+def test_relative_is_on_by_default_and_can_be_switched_off():
+    assert TCN(1, 1).config["relative"] is True and RecurrentNet(1, 1).norm.mode == "last"
+    torch.manual_seed(0)
+    model = TCN(1, 1, relative=False).eval()
+    x = torch.randn(2, 1, 20)
+    with torch.no_grad():
+        assert not torch.allclose(model(x + 7.0), model(x) + 7.0, atol=1e-2)
+    with pytest.raises(ValueError, match="relative: unknown 'median'"):
+        TCN(1, 1, relative="median")
+    with pytest.raises(ValueError, match="target_channel: 3 is not one of the 2 input channels"):
+        RecurrentNet(2, 1, target_channel=3)
+
+
+@pytest.mark.parametrize("kernel_size, levels", [(2, 3), (3, 4), (5, 2)])
+def test_tcn_cut_to_its_receptive_field_equals_the_padded_network(kernel_size, levels):
+    torch.manual_seed(0)
+    model = TCN(2, 1, channels=8, levels=levels, kernel_size=kernel_size, relative=False).eval()
+    x = torch.randn(3, 2, model.receptive_field + 9)
+    with torch.no_grad():
+        padded = model.head(model.blocks(x)[:, :, -1])
+        assert torch.allclose(model(x), padded, atol=1e-5)
+        assert torch.allclose(model(x[:, :, -model.receptive_field:]), padded, atol=1e-5)  # nothing older matters
+
+
+@pytest.mark.parametrize("name, relative, steps", [("tcn", "last", 12), ("tcn", "revin", 40), ("lstm", "mean", 12)])
+def test_relative_forecasters_export_to_onnx(name, relative, steps, tmp_path):
+    import onnxruntime as ort
+
+    spec = {**AGREED[name], "relative": relative, "target_channel": 1}
+    model = build_model({"type": name, **spec}).eval()
+    x = torch.randn(3, 2, steps) + 50.0  # far from zero: the level must come back through the graph
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(model, (x,), path, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        out = session.run(None, {session.get_inputs()[0].name: x[:batch].numpy()})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(out, model(x[:batch]).numpy(), atol=1e-4)

@@ -2,10 +2,14 @@
 
 The series is cut into three consecutive segments (train, then val, then test) and windows are made
 inside each segment, so no window — its inputs or its target — crosses a split boundary. The
-per-channel scaling is fitted on the training segment only.
+per-channel scaling is fitted on the training segment only, and the target is scaled with its own
+input channel's mean and std: a forecaster can then add the window's last (scaled) target value back
+to a predicted change (the ``relative`` option of the TCN and LSTM builders).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +40,19 @@ def windows(values: np.ndarray, target: np.ndarray, start: int, end: int, lookba
     return x.astype(np.float32), y.astype(np.float32), starts
 
 
+class TimeSeriesSplits(DatasetSplits):
+    """:class:`DatasetSplits` of forecasting windows; the model inputs also name the ``target_channel``,
+    the input channel being forecast, which window-relative forecasters add their predicted change to.
+
+    >>> from deepseek_ray.data import load_dataset
+    >>> load_dataset('macrodata').model_inputs()
+    {'in_channels': 11, 'out_features': 1, 'target_channel': 10}
+    """
+
+    def model_inputs(self) -> dict[str, Any]:
+        return {**super().model_inputs(), "target_channel": int(self.preprocessing["target_channel"])}
+
+
 def timeseries_splits(
     name: str, table: Table, fractions: tuple[float, float, float], lookback: int = 24, horizon: int = 1,
 ) -> DatasetSplits:
@@ -44,7 +61,7 @@ def timeseries_splits(
     >>> from deepseek_ray.data import load_dataset
     >>> splits = load_dataset('sunspots', split=(0.7, 0.15, 0.15), lookback=12)
     >>> splits.input_shape, splits.model_inputs(), splits.task
-    ((1, 12), {'in_channels': 1, 'out_features': 1}, 'regression')
+    ((1, 12), {'in_channels': 1, 'out_features': 1, 'target_channel': 0}, 'regression')
     """
     require_columns(table.frame, [table.label])
     if lookback < 1 or horizon < 1:
@@ -65,12 +82,12 @@ def timeseries_splits(
         parts.append(ArrayDataset(x, y, starts))
     preprocessing = {
         "type": "timeseries", "task": "regression", "channels": [str(c) for c in table.frame.columns],
-        "target": table.label, "lookback": lookback, "horizon": horizon,
+        "target": table.label, "target_channel": target_channel, "lookback": lookback, "horizon": horizon,
         "mean": [[float(m)] for m in mean], "std": [[float(s)] for s in std],
         "target_mean": float(mean[target_channel]), "target_std": float(std[target_channel]),
         "segments": segments,
     }
-    return DatasetSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
+    return TimeSeriesSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
                          preprocessing=preprocessing, fingerprint=fingerprint(values, np.asarray(segments)),
                          task="regression", kind="timeseries")
 

@@ -67,11 +67,75 @@ class CNN(BaseModule):
         return self.head(self.features(x))
 
 
+RELATIVE_MODES = ("last", "mean", "revin", "none")
+
+
+class WindowNorm(nn.Module):
+    """Makes a forecaster window-relative: the network sees each window minus its own level and predicts
+    the change from it, which is added back, so a series that drifts outside its training range stays in
+    the range the network was trained on.
+
+    ``mode``: ``'last'`` subtracts each channel's last observed value (the forecast is last value + predicted
+    change); ``'mean'`` subtracts the window mean; ``'revin'`` also divides by the window's standard deviation
+    and multiplies the forecast back (RevIN, Kim et al. 2022, without the affine part); ``'none'`` passes
+    the window through. The level added back is the ``target_channel``'s, in the same units as the input:
+    the data side scales the target with its input channel's training-segment mean and std.
+
+    >>> norm = WindowNorm('last')
+    >>> x = torch.tensor([[[1.0, 2.0, 5.0]]])
+    >>> z, level = norm(x)
+    >>> z.tolist(), norm.restore(torch.tensor([[0.5]]), level).tolist()
+    ([[[-4.0, -3.0, 0.0]]], [[5.5]])
+    """
+
+    def __init__(self, mode: str = "last", target_channel: int = 0, eps: float = 1e-5):
+        super().__init__()
+        if mode not in RELATIVE_MODES:
+            raise ValueError(f"relative: unknown {mode!r}; allowed: true, false, {', '.join(RELATIVE_MODES)}")
+        self.mode, self.target_channel, self.eps = mode, target_channel, eps
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None] | None]:
+        """``(B, C, T)`` → the normalised window and the target channel's ``(shift, scale)``, each ``(B, 1)``
+        (``scale`` is ``None`` unless ``revin``; the pair is ``None`` for ``none``)."""
+        if self.mode == "none":
+            return x, None
+        shift = x[:, :, -1:] if self.mode == "last" else x.mean(dim=-1, keepdim=True)
+        t = self.target_channel
+        if self.mode == "revin":
+            scale = torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + self.eps)
+            return (x - shift) / scale, (shift[:, t], scale[:, t])
+        return x - shift, (shift[:, t], None)  # no scale: no multiply in the exported graph
+
+    def restore(self, y: torch.Tensor, level: tuple[torch.Tensor, torch.Tensor | None] | None) -> torch.Tensor:
+        """The network's ``(B, horizon)`` output, back to the level of the window it came from."""
+        if level is None:
+            return y
+        shift, scale = level
+        return y + shift if scale is None else y * scale + shift
+
+
+def _relative_mode(relative: bool | str) -> str:
+    """``True`` is ``'last'``, ``False`` is ``'none'``; a mode name passes through (checked by :class:`WindowNorm`)."""
+    if isinstance(relative, bool):
+        return "last" if relative else "none"
+    return str(relative)
+
+
+def _check_target_channel(target_channel: int, in_channels: int) -> None:
+    if not 0 <= target_channel < in_channels:
+        raise ValueError(f"target_channel: {target_channel} is not one of the {in_channels} input channels")
+
+
 class TemporalBlock(nn.Module):
-    """Two causal dilated convolutions with a residual connection (Bai et al. 2018)."""
+    """Two causal dilated convolutions with a residual connection (Bai et al. 2018).
+
+    :meth:`forward` gives every step (causal padding); :meth:`forward_strided` gives only the steps that
+    the next, twice as dilated block reads for the last step (see :class:`TCN`).
+    """
 
     def __init__(self, in_channels: int, channels: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
+        self.kernel_size = kernel_size
         self.left_pad = (kernel_size - 1) * dilation  # pad the past only: output t never sees t+1
         self.conv1 = nn.Conv1d(in_channels, channels, kernel_size, dilation=dilation)
         self.conv2 = nn.Conv1d(channels, channels, kernel_size, dilation=dilation)
@@ -83,46 +147,87 @@ class TemporalBlock(nn.Module):
         h = self.dropout(F.relu(self.conv2(F.pad(h, (self.left_pad, 0)))))
         return F.relu(h + self.skip(x))
 
+    def forward_strided(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` holds this block's input at every ``dilation``-th step, ending at the last (odd length
+        ``1 + 2 (k - 1)(2^n - 1)``); the output holds every ``2 dilation``-th step, ending at the last.
+
+        At that stride the dilated kernels are plain ones, the second convolution strides by 2, and no
+        padding is needed: every output is exactly the one :meth:`forward` computes at that step.
+        """
+        h = self.dropout(F.relu(F.conv1d(x, self.conv1.weight, self.conv1.bias)))
+        h = self.dropout(F.relu(F.conv1d(h, self.conv2.weight, self.conv2.bias, stride=2)))
+        return F.relu(h + self.skip(x[:, :, 2 * (self.kernel_size - 1)::2]))
+
 
 class TCN(BaseModule):
     """Temporal convolutional network: ``levels`` blocks with dilation 1, 2, 4, …; the last step's
     features go through a linear head. Input ``(B, C, T)``, output ``(B, out_features)``.
 
+    ``relative`` (default ``True`` = ``'last'``; also ``'mean'``, ``'revin'``, ``False``) makes the forecast
+    window-relative (:class:`WindowNorm`) around ``target_channel``, the input channel being forecast.
+    Only the last step is used: a window at least as long as the receptive field
+    (``1 + 2 (kernel_size - 1)(2^levels - 1)`` steps) is cut to it and each block computes only the steps
+    the last one depends on (:meth:`TemporalBlock.forward_strided`, every ``2^level``-th): the same
+    output as the padded network, for a cost that no longer grows with the lookback. Shorter windows
+    run the padded network.
+
     >>> TCN(in_channels=2, out_features=1)(torch.zeros(4, 2, 24)).shape
     torch.Size([4, 1])
+    >>> tcn = TCN(in_channels=1, out_features=1, levels=2, relative='mean').eval()
+    >>> tcn.receptive_field
+    13
+    >>> x = torch.randn(2, 1, 40)
+    >>> torch.allclose(tcn(x + 100.0), tcn(x) + 100.0, atol=1e-4)  # window-relative: a level shift passes through
+    True
     """
 
     def __init__(self, in_channels: int, out_features: int, channels: int = 32, levels: int = 3, kernel_size: int = 3,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, relative: bool | str = True, target_channel: int = 0):
         super().__init__()
+        _check_target_channel(target_channel, in_channels)
+        self.norm = WindowNorm(_relative_mode(relative), target_channel)
         self.blocks = nn.Sequential(*(
             TemporalBlock(in_channels if level == 0 else channels, channels, kernel_size, 2**level, dropout)
             for level in range(levels)
         ))
+        self.receptive_field = 1 + sum(2 * block.left_pad for block in self.blocks)
         self.head = nn.Linear(channels, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(x)[:, :, -1])
+        z, level = self.norm(x)  # the window statistics use the whole window, the convolutions only their reach
+        # The window length is static in the exported graph, so this branch is fixed at export time.
+        if z.shape[-1] >= self.receptive_field:
+            h = z[:, :, -self.receptive_field:]
+            for block in self.blocks:
+                h = block.forward_strided(h)
+        else:
+            h = self.blocks(z)
+        return self.norm.restore(self.head(h[:, :, -1]), level)
 
 
 class RecurrentNet(BaseModule):
     """An LSTM or GRU over the time axis; the last step's hidden state goes through a linear head.
-    Input ``(B, C, T)``, output ``(B, out_features)``.
+    Input ``(B, C, T)``, output ``(B, out_features)``. ``relative`` and ``target_channel`` as in :class:`TCN`.
 
     >>> RecurrentNet(in_channels=2, out_features=1, cell='gru')(torch.zeros(4, 2, 24)).shape
     torch.Size([4, 1])
+    >>> RecurrentNet(in_channels=1, out_features=1, relative=False).norm.mode
+    'none'
     """
 
     CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
     def __init__(self, in_channels: int, out_features: int, hidden: int = 64, layers: int = 1, cell: str = "lstm",
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, relative: bool | str = True, target_channel: int = 0):
         super().__init__()
         if cell not in self.CELLS:
             raise ValueError(f"cell: unknown {cell!r}; allowed: {', '.join(self.CELLS)}")
+        _check_target_channel(target_channel, in_channels)
+        self.norm = WindowNorm(_relative_mode(relative), target_channel)
         self.rnn = self.CELLS[cell](in_channels, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.head = nn.Linear(hidden, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        output, _ = self.rnn(x.transpose(1, 2))
-        return self.head(output[:, -1])
+        z, level = self.norm(x)
+        output, _ = self.rnn(z.transpose(1, 2))
+        return self.norm.restore(self.head(output[:, -1]), level)
