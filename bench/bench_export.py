@@ -1,7 +1,8 @@
 """Export and compression: size, accuracy and CPU latency of fp32 / int8 / int4 / QAT models beside torch eager.
 
     python bench/bench_export.py                        # all three models; prints the tables
-    python bench/bench_export.py --update BENCHMARKS.md # … and rewrites the `## Export and compression` section
+    python bench/bench_export.py --update BENCHMARKS.md # … and rewrites this run's subsections of
+                                                        # `## Export and compression` (one per model and machine)
 
 Models: the MNIST CNN (PlainCNN on mnist5k), the MiniLM text classifier (all-MiniLM-L6-v2 fine-tuned
 briefly on rotten-tomatoes snippets, 64 tokens) and the time-series model (TCN on sunspots, MAE). Every
@@ -29,7 +30,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepseek_ray.data import ArrayDataset, load_dataset  # noqa: E402
-from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session  # noqa: E402
+from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session, read_metadata  # noqa: E402
 from deepseek_ray.models import InferenceModel, build_model  # noqa: E402
 from deepseek_ray.optim import MixedPrecisionTrainer  # noqa: E402
 from deepseek_ray.quantization import QATConfig, quantize  # noqa: E402
@@ -161,6 +162,13 @@ def make_variants(case: Case, folder: Path, quick: bool) -> list[Variant]:
         covered = (f"{result.covered_ratio:.3f} ({len(result.weights)} tensors, {before / 1e6:.2f} → "
                    f"{before * result.covered_ratio / 1e6:.2f} MB; fp32 left {result.float_weight_bytes / 1e6:.2f} MB)")
         variants.append(Variant(name, out, result.size_bytes, covered))
+        recipe = read_metadata(out)["quantization"].get("recipe")
+        if recipe == "transformer":
+            case.notes.append(f"{name}: the transformer recipe (MatMul, Gemm and Gather static; the MatMuls fed by "
+                              "GELU dynamic; LayerNorm, Softmax, GELU and Add in float)")
+        elif recipe == "transformer-static":
+            case.notes.append(f"{name}: the transformer recipe with the GELU-fed MatMuls static too (this ONNX Runtime "
+                              "cannot load the mixed static/dynamic graph); LayerNorm, Softmax, GELU and Add in float")
     if case.qat:
         qat = QATConfig(bits=8, activation_range=6.0)
         network, _ = qat.train(case.network, case.data.train, case.data.val, epochs=1 if quick else 2, lr=1e-4,
@@ -186,31 +194,34 @@ def measure_latency(case: Case, variants: list[Variant], quick: bool) -> None:
     """p50/p99 of every variant at 1 and 32 examples, all threads and 1 thread.
 
     Each variant runs a block of calls alone (an idle ONNX Runtime pool still spins for a moment and
-    would slow whatever runs beside it); the blocks go forward, then backward, so slow drifts in the
-    machine's load fall on all variants alike.
+    would slow whatever runs beside it); the blocks go forward, backward, then forward again, so slow
+    drifts in the machine's load fall on all variants alike. One session per variant and thread
+    count serves all its blocks, as a server would keep it.
     """
     cores = os.cpu_count() or 1
     for threads in (0, 1):
         torch.set_num_threads(threads or cores)
+        sessions = {v.name: onnx_session(v.path, threads=threads) for v in variants if v.path is not None}
         for batch in (1, 32):
             x = case.test_x[:batch]
-            calls = (10 if quick else 30) if batch == 1 else (3 if quick else 8)
+            calls = (10 if quick else 40) if batch == 1 else (3 if quick else 8)
             samples: dict[str, list[float]] = {v.name: [] for v in variants}
-            for order in (variants, variants[::-1]):
+            for order in (variants, variants[::-1], variants):
                 for v in order:
-                    samples[v.name] += _block(case.model, v, x, threads, calls)
+                    samples[v.name] += _block(case.model, sessions.get(v.name), x, calls)
             for v in variants:
                 v.latency[(threads, batch)] = (float(np.percentile(samples[v.name], 50)),
                                                float(np.percentile(samples[v.name], 99)))
+        del sessions
     torch.set_num_threads(cores)
 
 
-def _block(model: nn.Module, variant: Variant, x: torch.Tensor, threads: int, calls: int) -> list[float]:
-    """Milliseconds of ``calls`` runs after two warm-up runs."""
-    if variant.path is None:
+def _block(model: nn.Module, session: Any, x: torch.Tensor, calls: int) -> list[float]:
+    """Milliseconds of ``calls`` runs after two warm-up runs: of ``session``, or of torch eager when None."""
+    if session is None:
         run = lambda: model(x)  # noqa: E731
     else:
-        session, array = onnx_session(variant.path, threads=threads), x.numpy()
+        array = x.numpy()
         run = lambda: onnx_predict(session, array)  # noqa: E731
     times = []
     with torch.no_grad():
@@ -223,68 +234,107 @@ def _block(model: nn.Module, variant: Variant, x: torch.Tensor, threads: int, ca
 
 
 # ------------------------------------------------------------------------------------------ report
-def report(case: Case, variants: list[Variant]) -> str:
+def machine() -> str:
+    """The CPU that ran the figures, e.g. ``16-core Intel(R) Xeon(R) Processor``: subsections are keyed by it."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {model}"
+
+
+def versions() -> str:
+    """The versions that decide the figures: torch, onnxruntime, onnx."""
+    import onnx
+    import onnxruntime
+
+    return f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}"
+
+
+def report(case: Case, variants: list[Variant], provenance: str) -> tuple[str, str]:
+    """(subsection title, its markdown): provenance line, notes, and the table."""
     base = variants[0]
     fp32 = next(v for v in variants if v.name == "ONNX fp32, level 9")
     higher = case.metric == "accuracy"
-    lines = [f"### {case.name}", ""]
+    title = f"### {case.name} — {machine()}"
+    lines = [title, "", provenance, ""]
     lines += [f"{note}." for note in case.notes] + ([""] if case.notes else [])
     lines += [f"| model | file | × fp32 ONNX | quantized weights ÷ their fp32 bytes | test {case.metric} | "
               "p50 / p99 ms, batch 1, all threads | batch 32, all | batch 1, 1 thread | batch 32, 1 thread | "
-              "× torch eager, batch 1, all |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "× torch eager, batch 1, all | × torch eager, batch 1, 1 thread |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in variants:
         cells = [f"{v.latency[key][0]:.2f} / {v.latency[key][1]:.2f}" for key in ((0, 1), (0, 32), (1, 1), (1, 32))]
-        speedup = base.latency[(0, 1)][0] / v.latency[(0, 1)][0]
+        speedups = [f"{base.latency[key][0] / v.latency[key][0]:.2f}×" for key in ((0, 1), (1, 1))]
         size = f"{v.size_bytes / 1e6:.3f} MB" + (" (state_dict)" if v.path is None else "")
         score = "n/a" if np.isnan(v.score) else f"{v.score * 100:.2f}%" if higher else f"{v.score:.2f}"
         lines.append(f"| {v.name} | {size} | {v.size_bytes / fp32.size_bytes:.3f} | {v.covered} | {score} | "
-                     + " | ".join(cells) + f" | {speedup:.2f}× |")
-    return "\n".join(lines) + "\n"
+                     + " | ".join(cells + speedups) + " |")
+    return title, "\n".join(lines) + "\n"
 
 
-def update_section(path: Path, body: str) -> None:
-    """Replace (or append) this benchmark's own section; the rest of the file is left as it is."""
+PREAMBLE = ("ONNX Runtime CPU, torch eager fp32 in the same process. Sizes: the ONNX file; “quantized weights” counts "
+            "each replaced fp32 tensor against what replaced it (values + scales + zero points). Each subsection "
+            "below says which command, machine and versions made it; a run replaces only its own subsections "
+            "(same model, same machine).\n")
+
+
+def update_section(path: Path, subsections: list[tuple[str, str]]) -> None:
+    """Replace (or add) this run's subsections of ``## Export and compression``; the rest of the file,
+    other machines' subsections and hand-written ones (e.g. ``### Goals …``) are left as they are.
+    New subsections go before the first hand-written ``### Goals`` one."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"  # re-read right before editing
     start = text.find(SECTION)
     if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
+        before, section, after = text.rstrip("\n") + "\n\n", f"{SECTION}\n\n{PREAMBLE}", ""
     else:
         following = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[following + 1 :] if following >= 0 else "")
-    path.write_text(text)
+        end = following + 1 if following >= 0 else len(text)
+        before, section, after = text[:start], text[start:end], text[end:]
+    head, *parts = section.split("\n### ")
+    blocks = [("### " + part).rstrip("\n") + "\n" for part in parts]
+    titles = [block.splitlines()[0] for block in blocks]
+    for title, body in subsections:
+        if title in titles:
+            blocks[titles.index(title)] = body
+        else:
+            at = next((i for i, t in enumerate(titles) if t.startswith("### Goals")), len(blocks))
+            blocks.insert(at, body)
+            titles.insert(at, title)
+    section = head.rstrip("\n") + "\n\n" + "\n".join(blocks)
+    path.write_text(before + section + ("\n" + after if after else ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mnist,minilm,tcn", help="comma-separated: mnist, minilm, tcn, minilm_random")
     parser.add_argument("--quick", action="store_true", help="smaller training and fewer timing iterations (a smoke run)")
-    parser.add_argument("--update", type=Path, help="rewrite the `## Export and compression` section of this file")
+    parser.add_argument("--update", type=Path, help="rewrite this run's subsections of `## Export and compression` in this file")
     args = parser.parse_args()
     builders = {"mnist": mnist_case, "minilm": minilm_case, "tcn": tcn_case, "minilm_random": random_minilm_case}
-    load = os.getloadavg()[0]
-    sections = []
+    command = "python bench/bench_export.py" + (" --quick" if args.quick else "") + \
+        (f" --models {args.models}" if args.models != "mnist,minilm,tcn" else "") + (f" --update {args.update}" if args.update else "")
+    subsections = []
     for key in args.models.split(","):
-        started = time.time()
+        started, load = time.time(), os.getloadavg()[0]
         case = builders[key](args.quick)
         with tempfile.TemporaryDirectory() as scratch:
             variants = make_variants(case, Path(scratch), args.quick)
             for variant in variants:
                 variant.score = evaluate(case, variant)
             measure_latency(case, variants, args.quick)
-            section = report(case, variants)
+            provenance = (f"`{command}` — {datetime.date.today().isoformat()}, {machine()}, load average {load:.1f} "
+                          f"at the start, {os.getloadavg()[0]:.1f} at the end; {versions()}.")
+            title, section = report(case, variants, provenance)
         print(section, flush=True)
         print(f"({key}: {time.time() - started:.0f} s)", flush=True)
-        sections.append(section)
-    command = "python bench/bench_export.py" + (" --quick" if args.quick else "") + \
-        (f" --models {args.models}" if args.models != "mnist,minilm,tcn" else "") + (f" --update {args.update}" if args.update else "")
-    header = (f"{SECTION}\n\n`{command}` — {datetime.date.today().isoformat()}, {platform.node()} ({os.cpu_count()} cores, "
-              f"load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: other work shares these cores). "
-              "ONNX Runtime CPU, torch eager fp32 in the same process. Sizes: the ONNX file; "
-              "“quantized weights” counts each replaced fp32 tensor against what replaced it (values + scales + zero points).\n\n")
-    body = header + "\n".join(sections)
+        subsections.append((title, section))
     if args.update:
-        update_section(args.update, body)
+        update_section(args.update, subsections)
 
 
 if __name__ == "__main__":

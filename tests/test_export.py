@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
-from deepseek_ray.export import ModelExporter, graph_optimization_level, onnx_predict, onnx_session
+from deepseek_ray.export import ModelExporter, drop_initializer_shapes, graph_optimization_level, onnx_predict, onnx_session
 
 
 def test_export_from_a_bundle_checks_parity_and_writes_metadata(image_bundle, tmp_path):
@@ -16,6 +17,7 @@ def test_export_from_a_bundle_checks_parity_and_writes_metadata(image_bundle, tm
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     assert meta["opset"] == 18 and meta["sha256"] == result.sha256 and meta["labels"][0] == "0"
     assert meta["inputs"][0]["shape"][1:] == [1, 8, 8] and isinstance(meta["inputs"][0]["shape"][0], str)  # dynamic batch
+    assert drop_initializer_shapes(onnx.load(tmp_path / "model.onnx")) == 0  # no stale weight shapes for quantizers
     session = onnx_session(tmp_path / "model.onnx", optimize_level=0)
     for batch in (1, 7):
         probabilities = onnx_predict(session, np.random.rand(batch, 1, 8, 8).astype(np.float32) * 255)

@@ -139,3 +139,73 @@ def test_bad_inputs_give_clear_errors(digits, tmp_path):
         QATConfig(bits=16)
     with pytest.raises(ValueError, match="no fake-quantized layers"):
         QATConfig().export(digits.model, tmp_path / "plain.onnx", digits.data.raw("test")[:2])
+
+
+class TinyBert(nn.Module):
+    """A MiniLM-shaped text classifier (2 layers, random weights): token ids in, probabilities out."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+        self.encoder, self.head = BertModel(config, add_pooling_layer=False), nn.Linear(32, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).long()
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        keep = mask.unsqueeze(-1).float()
+        return torch.softmax(self.head((hidden * keep).sum(1) / keep.sum(1).clamp(min=1)), -1)
+
+
+def test_static_int8_uses_the_transformer_recipe_on_attention_graphs(tmp_path):
+    from deepseek_ray.quantization import gelu_fed_matmuls, is_transformer
+
+    torch.manual_seed(0)
+    model = TinyBert().eval()
+    ids = torch.randint(1, 300, (64, 12), generator=torch.Generator().manual_seed(1))
+    ids[::3, 8:] = 0  # padding
+    ModelExporter(optimize_level=7).export(model, tmp_path / "bert.onnx", ids[:2])
+    graph = onnx.load(tmp_path / "bert.onnx")
+    assert is_transformer(graph) and len(gelu_fed_matmuls(graph)) == 2  # one feed-forward down-projection per layer
+    result = quantize(tmp_path / "bert.onnx", method="int8_static", calibration=ids, calibration_samples=48)
+    import onnxruntime
+
+    recipe = read_metadata(result.path)["quantization"]["recipe"]
+    # ONNX Runtime 1.30 cannot load some mixed static/dynamic graphs: then all MatMuls are static (documented)
+    modern = tuple(int(part) for part in onnxruntime.__version__.split(".")[:2]) >= (1, 32)
+    assert recipe == "transformer" if modern else recipe in ("transformer", "transformer-static")
+    nodes = onnx.load(result.path).graph.node
+    ops = [node.op_type for node in nodes]
+    dynamic = 2 if recipe == "transformer" else 0  # the GELU-fed MatMuls
+    assert ops.count("MatMulInteger") == dynamic and ops.count("DynamicQuantizeLinear") == dynamic
+    feeds = {name: node.op_type for node in nodes for name in node.input}
+    assert not any(feeds.get(node.output[0]) in ("LayerNormalization", "Erf")
+                   for node in nodes if node.op_type == "DequantizeLinear")  # LayerNorm and GELU inputs stay float
+    assert "head.weight" in result.weights and result.size_ratio < 0.5  # the head Gemm and the embeddings too
+    with torch.no_grad():
+        expected = model(ids).numpy()
+    assert np.abs(onnx_predict(onnx_session(result.path), ids.numpy()) - expected).max() < 0.05
+    full = quantize(tmp_path / "bert.onnx", tmp_path / "full.onnx", method="int8_static", calibration=ids,
+                    calibration_samples=48, recipe="full")
+    assert read_metadata(full.path)["quantization"]["recipe"] == "full"
+    full_ops = [node.op_type for node in onnx.load(full.path).graph.node]
+    assert "MatMulInteger" not in full_ops and full_ops.count("QuantizeLinear") > ops.count("QuantizeLinear")
+    with pytest.raises(ValueError, match="recipe: unknown 'bert'; allowed: auto, full, transformer"):
+        quantize(tmp_path / "bert.onnx", method="int8_static", calibration=ids, recipe="bert")
+
+
+def test_stale_weight_shapes_do_not_break_quantization(digits, tmp_path):
+    """The dynamo exporter recorded each weight's shape in value_info; ONNX Runtime 1.30's dynamic quantizer
+    transposes Gemm weights and then failed shape inference on the stale record ((384) vs (2))."""
+    from onnx import helper
+
+    model = onnx.load(digits.path)
+    weights = [t for t in model.graph.initializer if t.name in ("network.4.weight", "network.6.weight")]
+    assert weights and not {info.name for info in model.graph.value_info} & {t.name for t in weights}  # exports are clean
+    model.graph.value_info.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights)
+    stale = tmp_path / "stale.onnx"
+    onnx.save(model, stale)
+    result = quantize(stale, method="int8_dynamic")
+    assert set(result.weights) == {"network.4.weight", "network.6.weight"}
+    assert accuracy(result.path, digits.data) >= digits.accuracy - 0.02

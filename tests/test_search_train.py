@@ -75,7 +75,8 @@ def test_an_out_of_memory_on_one_rank_backs_off_every_rank(ray_address, tmp_path
     reference = train(settings(**plain), data, name="oom-reference", storage_path=tmp_path, workers=2)
     drilled = train(settings(**plain, inject_oom={"rank": 1, "step": 2}), data, name="oom-drill", storage_path=tmp_path,
                     workers=2)
-    state = torch.load(next((tmp_path / "oom-drill").glob("checkpoint_*")) / "trainer_state.pt", weights_only=False)
+    folder = next(p for p in (tmp_path / "oom-drill").glob("checkpoint_*") if p.is_dir())  # not Ray's checkpoint_manager_snapshot.json
+    state = torch.load(folder / "trainer_state.pt", weights_only=False)
     assert (state["trainer"]["batch_size"], state["trainer"]["accumulation"]) == (8, 2)  # both ranks backed off
     for key, value in reference.best_weights.items():
         assert torch.allclose(value, drilled.best_weights[key], atol=1e-5), key

@@ -404,6 +404,9 @@ class Int8StaticConfig(Section):
     calibration_samples: int = Field(256, ge=1, description="Training examples that set the activation ranges.")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
+    recipe: Literal["auto", "full", "transformer"] = Field(
+        "auto", description="full: every supported node static; transformer: MatMul/Gemm/Gather static, the MatMuls "
+                            "after GELU dynamic, norms/softmax in float; auto: transformer for graphs with attention.")
 
 
 class Int4Config(Section):

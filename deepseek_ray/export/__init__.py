@@ -9,6 +9,7 @@ from .exporter import (
     FORMATS,
     ExportResult,
     ModelExporter,
+    drop_initializer_shapes,
     fuse_transformer_blocks,
     graph_optimization_level,
     input_dtype,
@@ -20,6 +21,7 @@ from .exporter import (
 )
 from .tensorrt import tensorrt_backend
 
-__all__ = ["ExportResult", "FORMATS", "ModelExporter", "fuse_transformer_blocks", "graph_optimization_level",
-           "input_dtype", "onnx_predict", "onnx_session", "read_metadata", "register_onnx_translation", "sha256_of",
+__all__ = ["ExportResult", "FORMATS", "ModelExporter", "drop_initializer_shapes", "fuse_transformer_blocks",
+           "graph_optimization_level", "input_dtype", "onnx_predict", "onnx_session", "read_metadata",
+           "register_onnx_translation", "sha256_of",
            "tensorrt_backend"]

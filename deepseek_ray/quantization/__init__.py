@@ -8,14 +8,18 @@
 from .ptq import (
     CALIBRATION_METHODS,
     METHODS,
+    RECIPES,
     ArrayCalibrationReader,
     QuantizeResult,
     compare_weights,
+    gelu_fed_matmuls,
+    is_transformer,
     linear_as_matmul,
     quantize,
     weight_bytes,
 )
 from .qat import FakeQuantized, QATConfig, fake_quantize
 
-__all__ = ["ArrayCalibrationReader", "CALIBRATION_METHODS", "FakeQuantized", "METHODS", "QATConfig", "QuantizeResult",
-           "compare_weights", "fake_quantize", "linear_as_matmul", "quantize", "weight_bytes"]
+__all__ = ["ArrayCalibrationReader", "CALIBRATION_METHODS", "FakeQuantized", "METHODS", "QATConfig", "QuantizeResult", "RECIPES",
+           "compare_weights", "fake_quantize", "gelu_fed_matmuls", "is_transformer", "linear_as_matmul", "quantize",
+           "weight_bytes"]
