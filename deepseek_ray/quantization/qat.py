@@ -17,6 +17,7 @@ convolution and linear layer with the fixed scale ``activation_range / qmax``.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ class QATConfig:
               **trainer_options: Any) -> tuple[nn.Module, list[dict[str, float]]]:
         """Fine-tune a prepared copy of ``model`` with :class:`~deepseek_ray.optim.MixedPrecisionTrainer`.
 
-        Returns the fake-quantized model (eval mode) and the trainer's history, one dict per epoch.
+        Returns the fake-quantized model (eval mode) with the weights of its best epoch by validation
+        loss (fake quantization makes epochs noisier than fp32 training), and the trainer's history.
 
         >>> from deepseek_ray.data import ArrayDataset
         >>> data = ArrayDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
@@ -158,7 +160,15 @@ class QATConfig:
 
         prepared = self.prepare(model)
         trainer = MixedPrecisionTrainer(model=prepared, optimizer="adamw", lr=lr, **trainer_options)
-        history = trainer.fit(train_data, val_data, epochs=epochs)
+        best: dict[str, Any] = {"loss": math.inf, "state": None}
+
+        def keep_best(epoch: int, metrics: dict[str, float]) -> None:
+            if metrics["val_loss"] < best["loss"]:
+                best.update(loss=metrics["val_loss"], state={k: v.detach().clone() for k, v in prepared.state_dict().items()})
+
+        history = trainer.fit(train_data, val_data, epochs=epochs, on_epoch_end=keep_best)
+        if best["state"] is not None:
+            prepared.load_state_dict(best["state"])
         return prepared.eval(), history
 
     def export(self, model: nn.Module, path: str | Path, example_input: torch.Tensor, **exporter_options: Any) -> ExportResult:
