@@ -334,6 +334,7 @@ class MixedPrecisionTrainer:
         return contextlib.nullcontext()
 
     @torch.no_grad()
+    @torch.no_grad()  # no autograd graph per batch: less memory, and compiled graphs without backward
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float]:
         """Loss plus accuracy (classification) or MAE (regression), summed across ranks when distributed."""
         self.model.eval()
