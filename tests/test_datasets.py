@@ -184,6 +184,20 @@ def test_time_series_target_is_scaled_like_its_input_channel():
     assert torch.allclose(splits.raw("test")[1:, channel, -1], raw_target[:-1, 0], atol=1e-4)
 
 
+def test_a_user_time_series_file_is_ordered_by_its_date_column(tmp_path):
+    weeks = pd.date_range("2020-01-05", periods=60, freq="W")
+    frame = pd.DataFrame({"week": weeks.strftime("%Y-%m-%d"), "temp": np.arange(60.0), "ppm": 400 + np.arange(60.0)})
+    path = tmp_path / "series.csv"
+    frame.sample(frac=1.0, random_state=0).to_csv(path, index=False)  # rows out of order on disk
+    splits = load_dataset(str(path), split=(0.6, 0.2, 0.2), label="ppm", kind="timeseries", lookback=6)
+    assert splits.preprocessing["channels"] == ["temp", "ppm"]  # the date orders the rows and is dropped
+    first = splits.raw("train")[0]
+    assert first[1].tolist() == [400.0, 401.0, 402.0, 403.0, 404.0, 405.0]
+    frame.assign(city="Oslo").to_csv(path, index=False)
+    with pytest.raises(ValueError, match="not numeric: city"):
+        load_dataset(str(path), label="ppm", kind="timeseries", lookback=6)
+
+
 def test_too_short_a_segment_is_a_clear_error():
     with pytest.raises(ValueError, match="too short for lookback=40"):
         load_dataset("sunspots", lookback=40)

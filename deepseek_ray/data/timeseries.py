@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .datasets import ArrayDataset, DatasetSplits, Table, fingerprint, require_columns
 
@@ -53,6 +54,38 @@ class TimeSeriesSplits(DatasetSplits):
         return {**super().model_inputs(), "target_channel": int(self.preprocessing["target_channel"])}
 
 
+def time_ordered(frame: pd.DataFrame, label: str, name: str = "data") -> pd.DataFrame:
+    """The numeric channels in time order. One date/time column (datetime values, or text that parses as
+    dates) orders the rows and is then dropped; any other non-numeric column is an error naming it.
+
+    >>> frame = pd.DataFrame({'week': ['2024-01-15', '2024-01-01', '2024-01-08'], 'ppm': [3.0, 1.0, 2.0]})
+    >>> time_ordered(frame, 'ppm')['ppm'].tolist()
+    [1.0, 2.0, 3.0]
+    """
+    times, text = [], []
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            continue
+        if pd.api.types.is_datetime64_any_dtype(values):
+            times.append(column)
+            continue
+        try:
+            pd.to_datetime(values, format="mixed")
+            times.append(column)
+        except (TypeError, ValueError):
+            text.append(column)
+    if label in times or label in text:
+        raise ValueError(f"data.label: the forecast target {label!r} of {name} must hold numbers")
+    if text or len(times) > 1:
+        raise ValueError(f"{name}: a time series takes numeric columns and at most one date/time column; "
+                         f"not numeric: {', '.join(map(str, text or times))}")
+    if not times:
+        return frame
+    order = pd.to_datetime(frame[times[0]], format="mixed").argsort(kind="stable")
+    return frame.iloc[order].drop(columns=times).reset_index(drop=True)
+
+
 def timeseries_splits(
     name: str, table: Table, fractions: tuple[float, float, float], lookback: int = 24, horizon: int = 1,
 ) -> DatasetSplits:
@@ -66,8 +99,9 @@ def timeseries_splits(
     require_columns(table.frame, [table.label])
     if lookback < 1 or horizon < 1:
         raise ValueError(f"lookback and horizon must be ≥ 1, got lookback={lookback}, horizon={horizon}")
-    values = table.frame.to_numpy(np.float64)
-    target_channel = list(table.frame.columns).index(table.label)
+    frame = time_ordered(table.frame, table.label, name)
+    values = frame.to_numpy(np.float64)
+    target_channel = list(frame.columns).index(table.label)
     segments = time_segments(len(values), fractions)
     train_end = segments[0][1]
     mean, std = values[:train_end].mean(0), values[:train_end].std(0)
@@ -81,13 +115,13 @@ def timeseries_splits(
                              f"lookback={lookback} + horizon={horizon}; lower lookback or enlarge the split")
         parts.append(ArrayDataset(x, y, starts))
     preprocessing = {
-        "type": "timeseries", "task": "regression", "channels": [str(c) for c in table.frame.columns],
+        "type": "timeseries", "task": "regression", "channels": [str(c) for c in frame.columns],
         "target": table.label, "target_channel": target_channel, "lookback": lookback, "horizon": horizon,
         "mean": [[float(m)] for m in mean], "std": [[float(s)] for s in std],
         "target_mean": float(mean[target_channel]), "target_std": float(std[target_channel]),
         "segments": segments,
     }
     return TimeSeriesSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
-                         preprocessing=preprocessing, fingerprint=fingerprint(values, np.asarray(segments)),
+                         preprocessing=preprocessing, fingerprint=fingerprint(values, np.asarray(segments), np.asarray([lookback, horizon])),
                          task="regression", kind="timeseries")
 
