@@ -76,6 +76,10 @@ class RunFolder:
     def onnx(self) -> Path:
         return self.root / "export" / "model.onnx"
 
+    def served(self, model: str = "onnx") -> Path:
+        """The ONNX file the endpoint serves: ``export/model.onnx`` or a quantized ``model.<type>.onnx``."""
+        return self.onnx if model == "onnx" else self.onnx.with_name(f"model.{model}.onnx")
+
     def export(self, fmt: str) -> Path:
         """The exported file of one format: ``export/model.onnx``, ``model.pt2``, ``model.engine``."""
         return self.root / "export" / f"model{EXPORT_SUFFIX[fmt]}"
@@ -573,13 +577,15 @@ def serve_stage(cfg: ExperimentConfig, reporter: Reporter) -> str:
     folder = RunFolder(cfg.run_dir)
     if "onnx" not in cfg.export.formats:
         raise ValueError("serve: the endpoint serves the ONNX model; add onnx to export.formats (or run with --no-serve)")
-    if not folder.onnx.is_file():
-        raise FileNotFoundError(f"no exported model at {folder.onnx}; run `deepseek-ray export` first")
+    path = folder.served(cfg.serve.model)
+    if not path.is_file():
+        raise FileNotFoundError(f"no exported model at {path}; run `deepseek-ray export` first")
     url = deploy(
-        folder.onnx, name=cfg.name, route=cfg.serve.route, host=cfg.serve.host, port=cfg.serve.port,
+        path, name=cfg.name, route=cfg.serve.route, host=cfg.serve.host, port=cfg.serve.port,
         batching=cfg.serve.batching.model_dump(), autoscaling=cfg.serve.autoscaling.model_dump(), num_cpus=cfg.serve.num_cpus,
     )
-    reporter.line(f"endpoint up: POST {url}  (JSON {_payload_hint(read_metadata(folder.onnx))})")
+    served = "" if cfg.serve.model == "onnx" else f" [{cfg.serve.model}]"
+    reporter.line(f"endpoint up{served}: POST {url}  (JSON {_payload_hint(read_metadata(path))})")
     return url
 
 

@@ -175,3 +175,11 @@ def test_search_metric_must_fit_the_task(tmp_path):
         objective(cfg, sunspots)
     cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_mae, mode: min}\n"))
     assert objective(cfg, sunspots) == ("val_mae", "min")
+
+
+def test_serving_a_variant_the_file_does_not_export_names_the_field():
+    with pytest.raises(Exception, match="serve.model: 'int4' is not exported by this file; allowed: onnx, int8_dynamic"):
+        ExperimentConfig(name="x", data={"dataset": "digits"}, export={"quantize": [{"type": "int8_dynamic"}]},
+                         serve={"model": "int4"})
+    cfg = ExperimentConfig(name="x", data={"dataset": "digits"}, export={"quantize": [{"type": "int4"}]}, serve={"model": "int4"})
+    assert cfg.serve.model == "int4"

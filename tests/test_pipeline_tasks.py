@@ -39,7 +39,8 @@ def task_runs(cluster, tmp_path_factory) -> dict:
     commands = {
         "tabular": ["run", str(ROOT / "examples" / "tabular.yaml"), "--address", cluster.address, *SHRINK,
                     "--set", "name=penguins-tests", "--set", "serve.route=/penguins-tests",
-                    "--set", f"serve.port={cluster.serve_port}", "--set", "serve.autoscaling.max_replicas=1"],
+                    "--set", f"serve.port={cluster.serve_port}", "--set", "serve.autoscaling.max_replicas=1",
+                    "--set", "serve.model=int8_dynamic"],  # the endpoint serves the quantized variant
         "timeseries": ["run", str(ROOT / "examples" / "timeseries.yaml"), "--address", cluster.address, "--no-serve", *SHRINK,
                        "--set", "name=co2-tests", "--set", "data.limit=500", "--set", "data.window.lookback=12",
                        "--set", "export.formats=[onnx, torch_export, tensorrt]"],
@@ -110,7 +111,7 @@ def test_tabular_endpoint_takes_raw_rows_and_feature_rows(task_runs):
     import pandas as pd
 
     features = TabularTransform.from_dict(meta["input_spec"]["transform"]).transform(pd.DataFrame([row]))
-    local = onnx_predict(onnx_session(run_dir / "export" / "model.onnx"), features)[0]
+    local = onnx_predict(onnx_session(run_dir / "export" / "model.int8_dynamic.onnx"), features)[0]  # serve.model
     assert answer["label"] == meta["labels"][int(local.argmax())] and answer["label"] in ("Adelie", "Chinstrap", "Gentoo")
     assert np.allclose(answer["probabilities"], local, atol=1e-5)
     by_features = requests.post(url, json={"inputs": features[0].tolist()}, timeout=30).json()
@@ -119,6 +120,7 @@ def test_tabular_endpoint_takes_raw_rows_and_feature_rows(task_runs):
     assert len(several["predictions"]) == 2
     described = requests.get(url, timeout=30).json()
     assert described["kind"] == "tabular" and "bill_length_mm" in described["columns"]
+    assert described["quantization"] == "int8_dynamic"
 
 
 def test_tabular_endpoint_rejects_bad_payloads_and_stays_up(task_runs):

@@ -487,6 +487,8 @@ class ServeConfig(Section):
     batching: BatchingConfig = BatchingConfig()
     autoscaling: AutoscalingConfig = AutoscalingConfig()
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
+    model: Literal["onnx", "int8_dynamic", "int8_static", "int4"] = Field(
+        "onnx", description="What the endpoint serves: the fp32 ONNX model, or one of export.quantize's variants.")
 
 
 # -------------------------------------------------------------------------------------- tracking
@@ -528,6 +530,14 @@ class ExperimentConfig(Section):
     export: ExportConfig = ExportConfig()
     serve: ServeConfig = ServeConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _served_model_is_exported(self) -> "ExperimentConfig":
+        exported = ["onnx", *(q.type for q in self.export.quantize)] if "onnx" in self.export.formats else []
+        if self.serve.model not in exported:
+            raise ValueError(f"serve.model: {self.serve.model!r} is not exported by this file; allowed: "
+                             f"{', '.join(exported) or 'none (add onnx to export.formats)'} (export.formats / export.quantize)")
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -245,7 +245,8 @@ class ModelServer:
             "model": self.meta.get("architecture"), "kind": self.parser.kind, "task": self.meta.get("task", "classification"),
             "labels": self.labels, "input_shape": list(self.example_shape), "input_dtype": np.dtype(self.parser.dtype).name,
             "accepts_text": self.parser.tokenizer is not None, "columns": spec.get("columns"),
-            "sha256": self.meta.get("sha256"), "batch_cap": self.scheduler.batch_size, "served": self.served,
+            "sha256": self.meta.get("sha256"), "quantization": (self.meta.get("quantization") or {}).get("type"),
+            "batch_cap": self.scheduler.batch_size, "served": self.served,
         }
 
 
