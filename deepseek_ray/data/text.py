@@ -96,14 +96,19 @@ def synonym_replacement(p: float = 0.1) -> TextAugmenter:
     ['a', 'beneficial', 'movie']
     """
 
+    return _word_edit(lambda words, rng: _replace_synonyms(words, p, rng))
+
+
+def _word_edit(edit: Callable[[list[str], random.Random], list[str]]) -> TextAugmenter:
+    """The augmenter that applies ``edit`` to the words of each text."""
+
     def apply(texts: list[str], rng: random.Random) -> list[str]:
-        return [_replace_synonyms(text, p, rng) for text in texts]
+        return [" ".join(edit(text.split(), rng)) for text in texts]
 
     return apply
 
 
-def _replace_synonyms(text: str, p: float, rng: random.Random) -> str:
-    words = text.split()
+def _replace_synonyms(words: list[str], p: float, rng: random.Random) -> list[str]:
     candidates = [i for i, w in enumerate(words) if w.isalpha() and len(w) > 2]
     rng.shuffle(candidates)
     wanted, replaced = max(1, int(p * len(words))), 0
@@ -115,7 +120,7 @@ def _replace_synonyms(text: str, p: float, rng: random.Random) -> str:
             replaced += 1
         if replaced == wanted:
             break
-    return " ".join(words)
+    return words
 
 
 def random_swap(p: float = 0.1) -> TextAugmenter:
@@ -125,17 +130,13 @@ def random_swap(p: float = 0.1) -> TextAugmenter:
     ['one three two']
     """
 
-    def apply(texts: list[str], rng: random.Random) -> list[str]:
-        out = []
-        for text in texts:
-            words = text.split()
-            for _ in range(max(1, int(p * len(words))) if len(words) > 1 else 0):
-                i, j = rng.sample(range(len(words)), 2)
-                words[i], words[j] = words[j], words[i]
-            out.append(" ".join(words))
-        return out
+    def swap(words: list[str], rng: random.Random) -> list[str]:
+        for _ in range(max(1, int(p * len(words))) if len(words) > 1 else 0):
+            i, j = rng.sample(range(len(words)), 2)
+            words[i], words[j] = words[j], words[i]
+        return words
 
-    return apply
+    return _word_edit(swap)
 
 
 def random_deletion(p: float = 0.1) -> TextAugmenter:
@@ -145,17 +146,11 @@ def random_deletion(p: float = 0.1) -> TextAugmenter:
     ['two three']
     """
 
-    def apply(texts: list[str], rng: random.Random) -> list[str]:
-        out = []
-        for text in texts:
-            words = text.split()
-            kept = [w for w in words if rng.random() >= p]
-            if words and not kept:
-                kept = [rng.choice(words)]
-            out.append(" ".join(kept))
-        return out
+    def delete(words: list[str], rng: random.Random) -> list[str]:
+        kept = [w for w in words if rng.random() >= p]
+        return kept if kept or not words else [rng.choice(words)]
 
-    return apply
+    return _word_edit(delete)
 
 
 @dataclass
