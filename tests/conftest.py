@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -110,3 +112,22 @@ def e2e_run(cluster: Cluster, tiny_config_path: Path, workdir: Path) -> dict:
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return {"proc": proc, "wall": time.perf_counter() - start, "run_dir": workdir / "runs" / "tiny",
             "url": f"http://127.0.0.1:{cluster.serve_port}/tiny", "mlflow_db": workdir / "mlflow.db"}
+
+
+class TinyBert(nn.Module):
+    """A MiniLM-shaped text classifier with random weights (2 layers, 4 heads): token ids in, probabilities out,
+    mean-pooled over the non-padding tokens (id 0 is padding)."""
+
+    def __init__(self, vocab_size: int = 300, hidden_size: int = 32, classes: int = 2):
+        super().__init__()
+        from transformers import BertConfig, BertModel
+
+        config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=2 * hidden_size)
+        self.encoder, self.head = BertModel(config, add_pooling_layer=False), nn.Linear(hidden_size, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids != 0).long()
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        keep = mask.unsqueeze(-1).float()
+        return torch.softmax(self.head((hidden * keep).sum(1) / keep.sum(1).clamp(min=1)), -1)

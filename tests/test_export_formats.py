@@ -9,24 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TinyBert
 from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session, read_metadata, tensorrt_backend
-
-
-class TinyTextClassifier(nn.Module):
-    """A MiniLM-shaped BERT (2 layers, random weights) with mean pooling and a softmax head."""
-
-    def __init__(self):
-        super().__init__()
-        from transformers import BertConfig, BertModel
-
-        config = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-        self.encoder, self.head = BertModel(config, add_pooling_layer=False), nn.Linear(64, 3)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != 0).long()
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        keep = mask.unsqueeze(-1).float()
-        return torch.softmax(self.head((hidden * keep).sum(1) / keep.sum(1).clamp(min=1)), -1)
 
 
 def test_torch_export_writes_a_program_that_matches_torch(image_bundle, tmp_path):
@@ -53,7 +37,7 @@ def test_tensorrt_without_tensorrt_names_what_is_missing(image_bundle, tmp_path)
 
 def test_transformer_fusions_at_level_9_with_dynamic_batch_and_sequence(tmp_path):
     torch.manual_seed(0)
-    model = TinyTextClassifier().eval()
+    model = TinyBert(vocab_size=500, hidden_size=64, classes=3).eval()
     ids = torch.randint(1, 500, (2, 16))
     plain = ModelExporter(optimize_level=7).export(model, tmp_path / "plain.onnx", ids)
     fused = ModelExporter(optimize_level=9).export(model, tmp_path / "fused.onnx", ids)

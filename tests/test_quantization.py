@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TinyBert
 from deepseek_ray.data import load_dataset
 from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session, read_metadata
 from deepseek_ray.models import InferenceModel
@@ -139,23 +140,6 @@ def test_bad_inputs_give_clear_errors(digits, tmp_path):
         QATConfig(bits=16)
     with pytest.raises(ValueError, match="no fake-quantized layers"):
         QATConfig().export(digits.model, tmp_path / "plain.onnx", digits.data.raw("test")[:2])
-
-
-class TinyBert(nn.Module):
-    """A MiniLM-shaped text classifier (2 layers, random weights): token ids in, probabilities out."""
-
-    def __init__(self):
-        super().__init__()
-        from transformers import BertConfig, BertModel
-
-        config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-        self.encoder, self.head = BertModel(config, add_pooling_layer=False), nn.Linear(32, 2)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != 0).long()
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        keep = mask.unsqueeze(-1).float()
-        return torch.softmax(self.head((hidden * keep).sum(1) / keep.sum(1).clamp(min=1)), -1)
 
 
 def test_static_int8_uses_the_transformer_recipe_on_attention_graphs(tmp_path):
