@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from deepseek_ray.models import PretrainedModel, build_model, minilm_dir
-from deepseek_ray.models.pretrained import MINILM_SHA256, sha256_file
+from deepseek_ray.export import sha256_of
+from deepseek_ray.models.pretrained import MINILM_SHA256
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_build_model_spec_and_onnx_export(tiny_bert, tmp_path):
 
 
 def test_pinned_sha256_is_checked(tiny_bert):
-    actual = sha256_file(f"{tiny_bert}/model.safetensors")
+    actual = sha256_of(f"{tiny_bert}/model.safetensors")
     assert PretrainedModel.from_pretrained(tiny_bert, expected_sha256=actual) is not None
     with pytest.raises(ValueError, match="does not match the pinned"):
         PretrainedModel.from_pretrained(tiny_bert, expected_sha256="0" * 64)
@@ -80,7 +81,7 @@ def test_offline_hub_name_says_what_to_pass(monkeypatch):
 
 def test_packaged_minilm_loads_with_its_pinned_weights():
     folder = minilm_dir()
-    assert sha256_file(folder / "model.safetensors") == MINILM_SHA256
+    assert sha256_of(folder / "model.safetensors") == MINILM_SHA256
     model = PretrainedModel.from_pretrained("all-MiniLM-L6-v2").add_classification_head(num_classes=2).eval()
     assert 22_000_000 < sum(p.numel() for p in model.encoder.parameters()) < 23_000_000
     assert model(torch.tensor([[101, 2307, 3185, 102]])).shape == (1, 2)

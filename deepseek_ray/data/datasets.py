@@ -104,6 +104,8 @@ class DatasetSplits:
         {'in_channels': 1, 'num_classes': 10}
         >>> load_dataset('diabetes').model_inputs()
         {'in_features': 10, 'out_features': 1}
+        >>> load_dataset('macrodata').model_inputs()
+        {'in_channels': 11, 'out_features': 1, 'target_channel': 10}
         """
         if self.kind == "tabular":
             head = {"out_features": 1} if self.task == "regression" else {"num_classes": self.num_classes}
@@ -113,14 +115,15 @@ class DatasetSplits:
                       "max_len": self.input_shape[0]}
             pad_id = self.preprocessing.get("pad_id", 0)
             return inputs | ({"pad_id": pad_id} if pad_id else {})
-        if self.kind == "timeseries":
-            return {"in_channels": self.input_shape[0], "out_features": self.preprocessing["horizon"]}
+        if self.kind == "timeseries":  # target_channel: the input channel a window-relative forecaster adds its change to
+            return {"in_channels": self.input_shape[0], "out_features": self.preprocessing["horizon"],
+                    "target_channel": int(self.preprocessing.get("target_channel", 0))}
         return {"in_channels": self.input_shape[0], "num_classes": self.num_classes}
 
     def raw(self, split: str = "test") -> torch.Tensor:
         """A split's inputs as they arrive from outside (before normalisation): what a served model takes."""
         x = getattr(self, split).x
-        if "mean" in self.preprocessing and self.kind != "text":
+        if "mean" in self.preprocessing:  # text has no "mean": its token ids are raw already
             mean = torch.as_tensor(self.preprocessing["mean"], dtype=x.dtype)
             std = torch.as_tensor(self.preprocessing["std"], dtype=x.dtype)
             return x * std + mean

@@ -9,8 +9,6 @@ to a predicted change (the ``relative`` option of the TCN and LSTM builders).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
@@ -39,19 +37,6 @@ def windows(values: np.ndarray, target: np.ndarray, start: int, end: int, lookba
     x = np.stack([values[s : s + lookback].T for s in starts]) if len(starts) else np.zeros((0, values.shape[1], lookback))
     y = np.stack([target[s + lookback : s + lookback + horizon] for s in starts]) if len(starts) else np.zeros((0, horizon))
     return x.astype(np.float32), y.astype(np.float32), starts
-
-
-class TimeSeriesSplits(DatasetSplits):
-    """:class:`DatasetSplits` of forecasting windows; the model inputs also name the ``target_channel``,
-    the input channel being forecast, which window-relative forecasters add their predicted change to.
-
-    >>> from deepseek_ray.data import load_dataset
-    >>> load_dataset('macrodata').model_inputs()
-    {'in_channels': 11, 'out_features': 1, 'target_channel': 10}
-    """
-
-    def model_inputs(self) -> dict[str, Any]:
-        return {**super().model_inputs(), "target_channel": int(self.preprocessing["target_channel"])}
 
 
 def time_ordered(frame: pd.DataFrame, label: str, name: str = "data") -> pd.DataFrame:
@@ -121,7 +106,7 @@ def timeseries_splits(
         "target_mean": float(mean[target_channel]), "target_std": float(std[target_channel]),
         "segments": segments,
     }
-    return TimeSeriesSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
+    return DatasetSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
                          preprocessing=preprocessing, fingerprint=fingerprint(values, np.asarray(segments), np.asarray([lookback, horizon])),
                          task="regression", kind="timeseries")
 

