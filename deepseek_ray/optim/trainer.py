@@ -257,8 +257,6 @@ class MixedPrecisionTrainer:
                         (loss * 0.0).backward()  # completes DDP's reduction on every rank, adds nothing
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
-            if oom:
-                continue
             weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
             with self._no_sync(not last):
                 self.scaler.scale(loss * weight).backward()
@@ -334,7 +332,6 @@ class MixedPrecisionTrainer:
         return contextlib.nullcontext()
 
     @torch.no_grad()
-    @torch.no_grad()  # no autograd graph per batch: less memory, and compiled graphs without backward
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float]:
         """Loss plus accuracy (classification) or MAE (regression), summed across ranks when distributed."""
         self.model.eval()
