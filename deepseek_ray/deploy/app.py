@@ -66,7 +66,9 @@ def parse_inputs(payload: Any, example_shape: tuple[int, ...], dtype: type = np.
     """
     inputs = _inputs_of(payload)
     try:
-        array = np.asarray(inputs, dtype=np.float64)
+        # Float models: parsed straight into their dtype, so a value beyond its range is inf and refused below;
+        # integer models: parsed as float64 first, to tell whole numbers from fractions.
+        array = np.asarray(inputs, dtype=np.float64 if np.issubdtype(dtype, np.integer) else dtype)
     except (TypeError, ValueError):
         raise BadRequest('"inputs" must be a (nested) list of numbers, with every example of the same shape') from None
     size = int(np.prod(example_shape))
@@ -77,7 +79,7 @@ def parse_inputs(payload: Any, example_shape: tuple[int, ...], dtype: type = np.
     if np.issubdtype(dtype, np.integer) and not (array == np.round(array)).all():
         raise BadRequest(f'"inputs" must hold whole numbers (the model takes {np.dtype(dtype).name})')
     # One example may come flat, as its own shape, or in a list; more come as a list of those.
-    return array.reshape(-1, *example_shape).astype(dtype)
+    return array.reshape(-1, *example_shape).astype(dtype, copy=False)
 
 
 @dataclass
