@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from ..config.schema import TRAINED_TOKENIZERS  # the config's own list: one place to add a kind
 from .datasets import ArrayDataset, DatasetSplits, encode_labels, fingerprint, read_table, require_columns, split_indices
 
-TRAINED_TOKENIZERS = ("bpe", "wordpiece")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: pad id 0
 AUGMENTATIONS = ("synonym_replacement", "random_swap", "random_deletion", "back_translation")
 CACHE = Path(os.environ.get("DEEPSEEK_RAY_CACHE", Path.home() / ".cache" / "deepseek_ray"))
@@ -259,6 +259,18 @@ def load_tokenizer(name_or_path: str | Path):
 
 
 # -------------------------------------------------------------------------------- the pipeline
+def ensure_pad_token(tokenizer: Any) -> Any:
+    """Give a tokenizer without a pad token (e.g. GPT-2's) one it already has: its end or unknown token.
+
+    >>> class Tok: pad_token, eos_token, unk_token = None, '</s>', '<unk>'
+    >>> ensure_pad_token(Tok()).pad_token
+    '</s>'
+    """
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
 class TextPreprocessor:
     """Raw labelled text → train/val/test token ids, with everything fitted on the training split.
 
@@ -332,8 +344,7 @@ class TextPreprocessor:
 
         if self.tokenizer_name not in TRAINED_TOKENIZERS:
             self.tokenizer, self.tokenizer_path = load_tokenizer(self.tokenizer_name), self.tokenizer_name
-            if self.tokenizer.pad_token is None:  # e.g. GPT-2's: pad with a token it already has
-                self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+            ensure_pad_token(self.tokenizer)
             return
         trained = train_tokenizer(train_texts, self.tokenizer_name, self.vocab_size)
         path = self._tokenizer_file(train_texts, source)

@@ -115,11 +115,9 @@ class RequestParser:
         kind, spec = meta.get("kind", "image"), dict(meta.get("input_spec") or {})
         parser = cls(example_shape, input_dtype(session), kind, spec)
         if kind == "text" and spec.get("tokenizer"):
-            from ..data import load_tokenizer
+            from ..data.text import ensure_pad_token, load_tokenizer
 
-            parser.tokenizer = load_tokenizer(Path(model_path).parent / spec["tokenizer"])
-            if parser.tokenizer.pad_token is None:  # as TextPreprocessor does for e.g. GPT-2's tokenizer
-                parser.tokenizer.pad_token = parser.tokenizer.eos_token or parser.tokenizer.unk_token
+            parser.tokenizer = ensure_pad_token(load_tokenizer(Path(model_path).parent / spec["tokenizer"]))
         if kind == "tabular" and spec.get("transform"):
             from ..data import TabularTransform
 
