@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 
 import numpy as np
-import optuna
-import ray
 
 from deepseek_ray.config import STRATEGIES, SearchConfig
 from deepseek_ray.hpo import SearchSpace, run_trials
+from search_session import quiet_search_session
 
 HARTMANN_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14], [3, 3.5, 1.7, 10, 17, 8],
                        [17, 8, 0.05, 10, 0.1, 14]])
@@ -64,9 +62,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    storage = tempfile.mkdtemp(prefix="bench-functions-")
+    storage = quiet_search_session("bench-functions-")
     strategies = [s for s in STRATEGIES if s != "grid"]
     print(f"median regret after {args.evals} evaluations over {args.seeds} seeds (lower is better)")
     print(f"{'problem':<10}{'strategy':<11}{'median regret':>14}{'÷ random':>10}{'wall s':>8}")

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-import optuna
-import ray
 
 from deepseek_ray.config import SearchConfig
 from deepseek_ray.data import load_dataset
 from deepseek_ray.hpo import SearchResult, run_search
+from search_session import quiet_search_session
 
 SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "mnist_cnn.yaml"
 ARMS = {
@@ -64,10 +62,8 @@ def main() -> None:
     parser.add_argument("--max-t", type=int, default=3)
     parser.add_argument("--target", type=float, default=0.97)
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    storage = quiet_search_session("bench-mnist-")
     data = load_dataset("mnist5k", seed=0)
-    storage = tempfile.mkdtemp(prefix="bench-mnist-")
     # Warm-up, not reported: the pooled workers import torch once, so no arm pays for it.
     search("random+fifo", 0, argparse.Namespace(trials=2, max_t=1), load_dataset("mnist5k", seed=0, limit=200), storage,
            name="warm-up")

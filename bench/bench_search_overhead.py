@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 
 import optuna
-import ray
 
 from deepseek_ray.config import SearchConfig
 from deepseek_ray.hpo import SearchSpace, run_trials
+from search_session import quiet_search_session
 
 SPACE = {"type": "params", "x": {"uniform": [-5.0, 5.0]}, "y": {"loguniform": [1e-4, 1.0]}}
 
@@ -54,9 +53,7 @@ def main() -> None:
     parser.add_argument("--sleep", type=float, default=0.2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    storage = tempfile.mkdtemp(prefix="bench-overhead-")
+    storage = quiet_search_session("bench-overhead-")
     print(f"{args.trials} trials × {args.sleep} s sleep; ours: 2 concurrent, TPE; Optuna: sequential, TPE")
     print(f"{'run':<8}{'Optuna s':>10}{'ours s':>10}{'ratio':>8}")
     ratios = []
