@@ -113,7 +113,7 @@ def raw_run(model_name: str, precision: str, steps: int, device: torch.device, w
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
-    n = batch * (steps + 5)
+    n = batch * (steps * world + 5)  # as much resident data as ours holds, so peak memory compares like with like
     data_x, data_y = make_x(n).to(device), torch.randint(0, 10, (n,), device=device)
     order = torch.randperm(n, device=device)  # a fresh batch each step, gathered on the GPU as ours does
     batches = iter(order.split(batch))
@@ -139,8 +139,10 @@ def raw_run(model_name: str, precision: str, steps: int, device: torch.device, w
     return steps * batch / wall, torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def ours_run(model_name: str, precision: str, steps: int, device: torch.device, world: int, compile: bool | str = False) -> tuple[float, float]:
-    """The same work through MixedPrecisionTrainer.train_epoch. Returns (samples/s, peak GiB)."""
+def ours_run(model_name: str, precision: str, steps: int, device: torch.device, world: int, compile: bool | str = False,
+             accumulation: int = 1, oom_recovery: bool = True) -> tuple[float, float]:
+    """The same work through MixedPrecisionTrainer.train_epoch (``steps`` micro-batches per rank).
+    Returns (samples/s, peak GiB)."""
     import ray.train.torch
 
     from deepseek_ray.optim import MixedPrecisionTrainer
@@ -150,8 +152,10 @@ def ours_run(model_name: str, precision: str, steps: int, device: torch.device, 
     model = ray.train.torch.prepare_model(build()) if world > 1 else build().to(device)
     trainer = MixedPrecisionTrainer(model, "adamw", 1e-4, weight_decay=0.0, fp16=precision == "fp16",
                                     bf16=precision == "bf16", per_device_train_batch_size=batch, compile=compile,
+                                    gradient_accumulation_steps=accumulation, oom_recovery=oom_recovery,
                                     device=device, scheduler="constant")
-    warm = Tensors(make_x(batch * 5 * world).to(device), torch.randint(0, 10, (batch * 5 * world,), device=device))
+    warm_n = batch * max(5, accumulation) * world
+    warm = Tensors(make_x(warm_n).to(device), torch.randint(0, 10, (warm_n,), device=device))
     timed = Tensors(make_x(batch * steps * world).to(device), torch.randint(0, 10, (batch * steps * world,), device=device))
     trainer.train_epoch(warm)
     if compile:  # compilation spans several calls (DDP buckets, recompiles): warm once more
@@ -203,7 +207,8 @@ def oom_recovery(device: torch.device) -> dict:
 
 
 def loop(config: dict) -> None:
-    """Every rank runs every configuration; rank 0 writes the table."""
+    """Every rank runs every configuration; rank 0 writes the table (after each row, so a cut-short run
+    still leaves what it measured)."""
     import ray.train
 
     context = ray.train.get_context()
@@ -217,25 +222,42 @@ def loop(config: dict) -> None:
             "device": f"{device} of CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"}
     if rank == 0:
         rows["bf16_matmul_tflops"] = matmul_tflops(device)
+    host = dist.new_group(backend="gloo") if world > 1 else None  # barriers that leave the GPUs alone
+
+    def record(kind: str, model_name: str, precision: str, repeat: int, measure) -> None:
+        try:
+            rate, peak = measure()
+            row = {"samples_per_s_per_gpu": rate, "peak_gib": peak}
+        except Exception as err:  # reported in the table, the other rows still get measured
+            row = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+        rows["runs"].append({"model": model_name, "precision": precision, "kind": kind, "repeat": repeat, **row})
+        torch.cuda.empty_cache()
+        if rank == 0:
+            Path(config["out"]).write_text(json.dumps(rows, indent=2))
+
+    def solo(model_name: str, precision: str) -> tuple[float, float]:
+        """Rank 0 alone, the other GPU idle: the 1-GPU reference, interleaved with the 2-GPU runs."""
+        result = raw_run(model_name, precision, config["steps"], device, 1) if rank == 0 else (0.0, 0.0)
+        dist.barrier(group=host)
+        return result
+
+    steps = config["steps"]
     for model_name, precision in config["configs"]:
         fp32_means_fp32()
         for repeat in range(config["repeats"]):
-            for kind in ("raw", "ours"):
-                runner = raw_run if kind == "raw" else ours_run
-                rate, peak = runner(model_name, precision, config["steps"], device, world)
-                rows["runs"].append({"model": model_name, "precision": precision, "kind": kind, "repeat": repeat,
-                                     "samples_per_s_per_gpu": rate, "peak_gib": peak})
-                torch.cuda.empty_cache()
-    if world > 1:  # both GPUs busy, no DDP and no communication: what the host gives two GPUs at once
-        for repeat in range(config["repeats"]):
-            rate, peak = raw_run("transformer", "bf16", config["steps"], device, 1)
-            rows["runs"].append({"model": "transformer", "precision": "bf16", "kind": "alone", "repeat": repeat,
-                                 "samples_per_s_per_gpu": rate, "peak_gib": peak})
+            record("raw", model_name, precision, repeat, lambda: raw_run(model_name, precision, steps, device, world))
+            record("ours", model_name, precision, repeat, lambda: ours_run(model_name, precision, steps, device, world))
+            if world > 1 and precision == "bf16":
+                record("solo", model_name, precision, repeat, lambda: solo(model_name, precision))
+                record("ours, accumulation 4", model_name, precision, repeat,
+                       lambda: ours_run(model_name, precision, steps, device, world, accumulation=4))
+                record("ours, no OOM guard", model_name, precision, repeat,
+                       lambda: ours_run(model_name, precision, steps, device, world, oom_recovery=False))
+                record("alone", model_name, precision, repeat, lambda: raw_run(model_name, precision, steps, device, 1))
     if config["compile"]:  # compiling takes a while: once per group, then repeated runs reuse it
         for repeat in range(config["repeats"]):
-            rate, peak = ours_run("transformer", "bf16", config["steps"], device, world, compile=config["compile"])
-            rows["runs"].append({"model": "transformer", "precision": "bf16", "kind": "ours+compile", "repeat": repeat,
-                                 "samples_per_s_per_gpu": rate, "peak_gib": peak})
+            record("ours+compile", "transformer", "bf16", repeat,
+                   lambda: ours_run("transformer", "bf16", steps, device, world, compile=config["compile"]))
     if world == 1 and config["oom"]:
         rows["oom_recovery"] = oom_recovery(device)
     if rank == 0:
@@ -248,36 +270,49 @@ def run_group(gpus: int, args: argparse.Namespace, out: Path) -> dict:
 
     from deepseek_ray.train.distributed import torch_trainer_class
 
-    configs = [(m, p) for m in ("transformer", "cnn") for p in ("fp32", "fp16", "bf16")]
+    configs = [(m, p) for m in args.models.split(",") for p in args.precisions.split(",")]
     config = {"configs": configs, "repeats": args.repeats, "steps": args.steps, "out": str(out), "fit_start": time.time(),
-              "compile": args.compile, "oom": gpus == 1}
+              "compile": args.compile, "oom": gpus == 1 and args.oom}
     torch_trainer_class()(loop, train_loop_config=config, scaling_config=ScalingConfig(num_workers=gpus, use_gpu=True),
                  run_config=RunConfig(name=f"bench-{gpus}gpu-{int(time.time())}", storage_path="/tmp/bench_train")).fit()
     return json.loads(out.read_text())
 
 
+KIND_ORDER = ("raw", "ours", "ours, no OOM guard", "ours, accumulation 4", "ours+compile", "solo", "alone")
+
+
 def summarise(groups: list[dict]) -> str:
-    """A markdown table: per model/precision/GPUs, raw vs ours (mean of repeats), ratio, peak memory, MFU."""
+    """A markdown table: per GPU count, model, precision and kind, the mean of the repeats, its ratio to the
+    raw loop, and (2 GPUs) per-GPU scaling against rank 0 running alone in the same group, interleaved."""
     flops = encoder_flops_per_sample()
-    lines = ["| model | precision | GPUs | raw DDP samples/s/GPU | ours samples/s/GPU | ours ÷ raw | peak GiB raw / ours | MFU ours |",
-             "|---|---|---|---|---|---|---|---|"]
     rate = next(g["bf16_matmul_tflops"] for g in groups if "bf16_matmul_tflops" in g)
+    lines = ["| GPUs | model | precision | run | samples/s/GPU (min–max) | ÷ raw | scaling ÷ solo | peak GiB | MFU |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for group in groups:
         keys = sorted({(r["model"], r["precision"]) for r in group["runs"]}, key=lambda k: (k[0] != "transformer", k[1]))
         for model, precision in keys:
-            def mean(kind: str, field: str) -> float | None:
-                values = [r[field] for r in group["runs"] if (r["model"], r["precision"], r["kind"]) == (model, precision, kind)]
+            def runs(kind: str) -> list[dict]:
+                return [r for r in group["runs"] if (r["model"], r["precision"], r["kind"]) == (model, precision, kind)]
+
+            def mean(kind: str, field: str = "samples_per_s_per_gpu") -> float | None:
+                values = [r[field] for r in runs(kind) if field in r]
                 return sum(values) / len(values) if values else None
-            raw, ours = mean("raw", "samples_per_s_per_gpu"), mean("ours", "samples_per_s_per_gpu")
-            mfu = lambda v: f"{100 * v * flops / (rate * 1e12):.1f}%" if model == "transformer" and v else "–"  # noqa: E731
-            if raw is not None:
-                lines.append(f"| {model} | {precision} | {group['world']} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.3f} | "
-                             f"{mean('raw', 'peak_gib'):.2f} / {mean('ours', 'peak_gib'):.2f} | {mfu(ours)} |")
-            compiled, alone = mean("ours+compile", "samples_per_s_per_gpu"), mean("alone", "samples_per_s_per_gpu")
-            if compiled and precision == "bf16" and model == "transformer":
-                lines.append(f"| transformer | bf16 + compile ({group['compile']}) | {group['world']} | – | {compiled:,.0f} | – | – | {mfu(compiled)} |")
-            if alone and precision == "bf16" and model == "transformer":
-                lines.append(f"| transformer | bf16, no DDP, both GPUs busy | {group['world']} | {alone:,.0f} | – | – | – | – |")
+
+            raw, solo = mean("raw"), mean("solo")
+            for kind in KIND_ORDER:
+                if not runs(kind):
+                    continue
+                value = mean(kind)
+                if value is None:
+                    lines.append(f"| {group['world']} | {model} | {precision} | {kind} | failed: {runs(kind)[0]['error']} | | | | |")
+                    continue
+                rates = [r["samples_per_s_per_gpu"] for r in runs(kind) if "samples_per_s_per_gpu" in r]
+                label = f"{kind} ({group['compile']})" if kind == "ours+compile" else kind
+                versus_raw = f"{value / raw:.3f}" if raw and kind != "raw" else "–"
+                scaling = f"{value / solo:.3f}" if solo and kind not in ("solo",) else "–"
+                mfu = f"{100 * value * flops / (rate * 1e12):.1f}%" if model == "transformer" else "–"
+                lines.append(f"| {group['world']} | {model} | {precision} | {label} | {value:,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | "
+                             f"{versus_raw} | {scaling} | {mean(kind, 'peak_gib'):.2f} | {mfu} |")
     return "\n".join(lines)
 
 
@@ -288,6 +323,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", nargs="?", const="reduce-overhead", default=False,
                         help="also time bf16 + torch.compile in this mode (default reduce-overhead: CUDA graphs)")
+    parser.add_argument("--models", default="transformer,cnn", help="comma-separated: transformer, cnn")
+    parser.add_argument("--precisions", default="fp32,fp16,bf16", help="comma-separated: fp32, fp16, bf16")
+    parser.add_argument("--no-oom", dest="oom", action="store_false", help="skip the real CUDA OOM drill")
     parser.add_argument("--out", type=Path, default=Path("bench_train_gpu.json"))
     args = parser.parse_args()
     import ray
@@ -308,13 +346,14 @@ def main() -> None:
     print(table)
     for group in groups:
         print(f"{group['world']} GPU(s): fit() → first step on every worker {group['startup_s']:.1f} s")
-        if group["world"] > 1:
+        if group["world"] > 1:  # against the 1-GPU group too (another moment on the same machine)
             one = next(g for g in groups if g["world"] == 1)
             for kind in ("raw", "ours", "ours+compile"):
-                rates = {g["world"]: [r["samples_per_s_per_gpu"] for r in g["runs"]
-                                      if (r["model"], r["precision"], r["kind"]) == ("transformer", "bf16", kind)] for g in (one, group)}
+                rates = {g["world"]: [r["samples_per_s_per_gpu"] for r in g["runs"] if "samples_per_s_per_gpu" in r
+                                      and (r["model"], r["precision"], r["kind"]) == ("transformer", "bf16", kind)] for g in (one, group)}
                 if rates[1] and rates[group["world"]]:
-                    print(f"scaling, transformer bf16 {kind}: {sum(rates[group['world']]) / len(rates[group['world']]) / (sum(rates[1]) / len(rates[1])):.3f} per GPU")
+                    ratio = sum(rates[group["world"]]) / len(rates[group["world"]]) / (sum(rates[1]) / len(rates[1]))
+                    print(f"scaling against the 1-GPU group, transformer bf16 {kind}: {ratio:.3f} per GPU")
         if "oom_recovery" in group:
             print("OOM recovery:", json.dumps(group["oom_recovery"]))
 

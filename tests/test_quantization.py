@@ -96,9 +96,28 @@ def test_qat_trains_exports_qdq_and_matches_onnx_runtime(digits, tmp_path):
         expected = model(raw).numpy()
     got = onnx_predict(onnx_session(result.path), raw.numpy())
     # the same integer arithmetic; a value exactly between two levels may round the other way in ONNX Runtime
-    assert np.abs(got - expected).max() < 5e-3 and (got.argmax(1) == expected.argmax(1)).all()
+    assert np.abs(got - expected).max() < 1e-2 and (got.argmax(1) == expected.argmax(1)).all()
     assert accuracy(result.path, digits.data) >= digits.accuracy - 0.02
     assert read_metadata(result.path)["quantization"] == {"type": "qat", "bits": 8, "activation_range": 6.0}
+
+
+def test_qat_calibrates_activation_ranges_and_quantizes_the_tcn_strided_path(tmp_path):
+    from deepseek_ray.models.builders import TCN
+
+    torch.manual_seed(0)
+    tcn = TCN(in_channels=1, out_features=1, channels=8, levels=2).eval()
+    windows = torch.randn(64, 1, 20) * 0.5  # longer than the receptive field (13): the strided path
+    qat = QATConfig(bits=8, activation_range=6.0)
+    prepared = qat.calibrate(qat.prepare(tcn), [(windows, None)])
+    first = prepared.blocks[0].conv1
+    # the range is the largest |input| seen (the window minus its last value), not the 6.0 ceiling
+    assert float(first.input_scale) * 127 == pytest.approx(float((windows - windows[:, :, -1:]).abs().max()), rel=1e-5)
+    result = qat.export(prepared, tmp_path / "tcn_qat.onnx", windows[:2])
+    ops = [node.op_type for node in onnx.load(result.path).graph.node]
+    assert ops.count("QuantizeLinear") == 6  # 4 dilated convolutions, the first block's 1×1 skip, the head
+    with torch.no_grad():
+        expected = prepared(windows).numpy()
+    assert np.abs(onnx_predict(onnx_session(result.path), windows.numpy()) - expected).max() < 1e-2
 
 
 def test_fake_quantize_clamps_and_passes_gradients_straight_through():

@@ -154,9 +154,17 @@ class TemporalBlock(nn.Module):
         At that stride the dilated kernels are plain ones, the second convolution strides by 2, and no
         padding is needed: every output is exactly the one :meth:`forward` computes at that step.
         """
-        h = self.dropout(F.relu(F.conv1d(x, self.conv1.weight, self.conv1.bias)))
-        h = self.dropout(F.relu(F.conv1d(h, self.conv2.weight, self.conv2.bias, stride=2)))
+        h = self.dropout(F.relu(_undilated(self.conv1, x)))
+        h = self.dropout(F.relu(_undilated(self.conv2, h, stride=2)))
         return F.relu(h + self.skip(x[:, :, 2 * (self.kernel_size - 1)::2]))
+
+
+def _undilated(conv: nn.Module, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
+    """``conv``'s kernel applied without dilation or padding, at ``stride``. A wrapped convolution (QAT's
+    ``FakeQuantized``) is called with that geometry as keywords, so it still quantizes what it wraps."""
+    if isinstance(conv, nn.Conv1d):
+        return F.conv1d(x, conv.weight, conv.bias, stride=stride)
+    return conv(x, stride=stride, dilation=1, padding=0)
 
 
 class TCN(BaseModule):

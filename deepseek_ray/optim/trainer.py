@@ -227,13 +227,14 @@ class MixedPrecisionTrainer:
         """Forward/backward over one accumulation window, then one optimizer step.
 
         Returns the window's summed loss, or None when any rank ran out of memory (gradients dropped).
-        Under DDP every rank runs exactly one gradient-syncing forward/backward per window, even after an
-        OOM: DDP's reducer expects the backward of every syncing forward, so a rank that ran out of
-        memory stands in with two examples, and on agreement all ranks back-propagate ``loss × 0``.
+        Under DDP every rank runs exactly one gradient-syncing backward per window, even after an OOM:
+        DDP's reducer expects it, so a rank that ran out of memory stands in with two examples. Whether
+        any rank did is all-reduced over a CPU group while that backward is being launched and read just
+        before the optimizer step, so agreeing costs the host no waiting when nothing went wrong.
         """
         distributed = _world()[1] > 1 and self.oom_recovery
         slices = [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
-        total, oom = torch.zeros((), device=self.device), False
+        total, oom, any_rank_oom = torch.zeros((), device=self.device), False, None
         for index, chunk in enumerate(slices):
             last = index == len(slices) - 1
             if oom and not last:
@@ -250,17 +251,14 @@ class MixedPrecisionTrainer:
                 self._free_cache()
                 loss = self._micro_loss(data, chunk[:2], index, generator, sync=True)
             if last and distributed:
-                oom = _any_rank(oom, self._flag_group())
-            if oom and last:
-                if distributed:
-                    with self._no_sync(False):
-                        (loss * 0.0).backward()  # completes DDP's reduction on every rank, adds nothing
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
+                any_rank_oom = _any_rank(oom, self._flag_group())
             weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
             with self._no_sync(not last):
                 self.scaler.scale(loss * weight).backward()
             total += loss.detach().float() * len(chunk)
+        if any_rank_oom is not None and any_rank_oom():
+            self.optimizer.zero_grad(set_to_none=True)  # every rank drops the window's (stand-in) gradients
+            return None
         self._optimizer_step()
         return total
 
@@ -335,23 +333,25 @@ class MixedPrecisionTrainer:
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float]:
         """Loss plus accuracy (classification) or MAE (regression), summed across ranks when distributed."""
         self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct count or absolute-error sum, count
+        # loss sum, correct count or absolute-error sum, count; on the device NCCL reduces (and no sync per batch)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for x, y in self.eval_loader(data):
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
                 output = self.forward(x).float()
             if self.task == "regression":
                 target = y.float().view_as(output)
-                quality = (output - target).abs().sum().item() / output[0].numel()
-                loss = F.mse_loss(output, target, reduction="sum").item() / output[0].numel()
+                quality = (output - target).abs().sum() / output[0].numel()
+                loss = F.mse_loss(output, target, reduction="sum") / output[0].numel()
             else:
-                quality = (output.argmax(1) == y).sum().item()
-                loss = F.cross_entropy(output, y, reduction="sum").item()
-            sums += torch.tensor([loss, quality, len(y)], dtype=torch.float64)
+                quality = (output.argmax(1) == y).sum()
+                loss = F.cross_entropy(output, y, reduction="sum")
+            sums += torch.stack([loss.double(), quality.double(), torch.tensor(len(y), dtype=torch.float64, device=self.device)])
         if _world()[1] > 1:
             dist.all_reduce(sums)
-        count = max(sums[2].item(), 1)
-        return {"loss": sums[0].item() / count, "mae" if self.task == "regression" else "accuracy": sums[1].item() / count}
+        loss_sum, quality_sum, count = sums.tolist()
+        count = max(count, 1)
+        return {"loss": loss_sum / count, "mae" if self.task == "regression" else "accuracy": quality_sum / count}
 
     def fit(
         self, train_data: Dataset | DataLoader, val_data: Dataset | DataLoader | None = None, epochs: int = 1,
@@ -417,11 +417,17 @@ def _fetch(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tenso
     return default_collate([data[i] for i in indices])
 
 
-def _any_rank(flag: bool, group: Any) -> bool:
-    """True on every rank when ``flag`` is True on any rank (one tiny all-reduce over a CPU group)."""
+def _any_rank(flag: bool, group: Any) -> Callable[[], bool]:
+    """Start a tiny all-reduce of ``flag`` over a CPU group; the function returned waits for it and
+    says whether any rank set it."""
     tensor = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
-    return bool(tensor.item())
+    work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group, async_op=True)
+
+    def any_rank() -> bool:
+        work.wait()
+        return bool(tensor.item())
+
+    return any_rank
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -115,7 +115,7 @@ def inject_oom(trainer: Any, step: int) -> None:
     fired: list[bool] = []
 
     def hook(module: torch.nn.Module, inputs: Any) -> None:
-        if trainer.step == step and module.training == trainer.model.training and not fired:
+        if module.training and trainer.step == step and not fired:  # a training forward, not evaluation
             fired.append(True)
             raise torch.OutOfMemoryError(f"injected out of memory at step {step}")
 
@@ -155,9 +155,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     while trainer.epoch < settings.epochs and (settings.patience is None or stale < settings.patience):
         start = time.perf_counter()
         # Seconds from train() to this attempt's first step on the slowest rank (a restart's count includes
-        # the attempts before it). Wall clock: the driver and the workers share it on one machine.
-        startup = torch.tensor([time.time() - submitted_at], dtype=torch.float64) if submitted_at else None
-        train_loss = torch.tensor(trainer.train_epoch(data.train))
+        # the attempts before it). Wall clock: the driver and the workers share it on one machine. Both
+        # tensors live on the trainer's device: NCCL reduces only CUDA tensors.
+        startup = torch.tensor([time.time() - submitted_at], dtype=torch.float64, device=trainer.device) if submitted_at else None
+        train_loss = torch.tensor(trainer.train_epoch(data.train), device=trainer.device)
         if dist.is_initialized():
             dist.all_reduce(train_loss)
             train_loss /= dist.get_world_size()
