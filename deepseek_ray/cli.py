@@ -115,6 +115,10 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
     with reporter.stage("ray"):
         embedded = connect(args.address, verbose=args.verbose, namespace=cfg.name)
         reporter.line("embedded local Ray" if embedded else f"joined cluster {args.address or 'RAY_ADDRESS'}")
+        if args.command in ("run", "train"):
+            from .train.distributed import prestart_train_helpers
+
+            prestart_train_helpers()  # up by the time training starts, instead of on its critical path
     serving = False
     if args.command == "run":
         summary = pipeline.run_pipeline(cfg, serve=not args.no_serve, reporter=reporter, resume=args.resume)

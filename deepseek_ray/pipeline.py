@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .config import ExperimentConfig
+from .config import OPTIONS_KIND, ExperimentConfig
 from .data import DatasetSplits, load_dataset
 from .report import Reporter, table
 
@@ -127,14 +127,14 @@ def data_options(cfg: ExperimentConfig) -> dict[str, Any]:
     """
     data = cfg.data
     kind = _dataset_kind(cfg)
-    own = {"text": "text", "window": "timeseries", "tabular": "tabular"}
-    for key, section_kind in own.items():
-        if getattr(data, key) is not None and kind not in (None, section_kind):
-            raise ValueError(f"data.{key}: {data.dataset} is a {kind} dataset; data.{key} is for {section_kind} datasets "
-                             f"(text → data.text, timeseries → data.window, tabular → data.tabular)")
-    if data.augment and kind not in (None, "image"):
+    misfit = data.misfit(kind)  # the config checks data.kind itself; this checks a registered dataset's kind
+    if misfit == "augment":
         raise ValueError(f"data.augment: {data.dataset} is a {kind} dataset; random_shift, mixup and cutmix are for images"
                          + (" (use data.text.augmentation)" if kind == "text" else ""))
+    if misfit is not None:
+        where = ", ".join(f"{section_kind} → data.{key}" for key, section_kind in OPTIONS_KIND.items())
+        raise ValueError(f"data.{misfit}: {data.dataset} is a {kind} dataset; data.{misfit} is for "
+                         f"{OPTIONS_KIND[misfit]} datasets ({where})")
     if data.text is not None:
         text = data.text.model_dump()
         text["augmentation"] = [a.model_dump(exclude_none=True) for a in data.text.augmentation]
@@ -151,8 +151,7 @@ def load_data(cfg: ExperimentConfig) -> DatasetSplits:
     split = (cfg.data.split.train, cfg.data.split.val, cfg.data.split.test)
     options = data_options(cfg)
     # A file dataset with kind-specific options is of that kind (a CSV with `window:` is a time series).
-    implied = {"text": "text", "window": "timeseries", "tabular": "tabular"}
-    kind = cfg.data.kind or next((k for key, k in implied.items() if getattr(cfg.data, key) is not None), None)
+    kind = cfg.data.kind or cfg.data.options_kind
     return load_dataset(cfg.data.dataset, split, cfg.seed, cfg.data.limit, label=cfg.data.label, kind=kind, **options)
 
 
@@ -443,22 +442,6 @@ def _tensorrt_missing() -> str:
     return ""
 
 
-def _runner(fmt: str, exporter: Any, path: Path, optimize_level: int) -> Callable[[Any], Any]:
-    """Inputs (a tensor) → outputs (numpy) of an exported file, as its format runs it."""
-    import torch
-
-    from .export import onnx_predict, onnx_session
-
-    if fmt == "torch_export":
-        program = torch.export.load(str(path)).module()
-        return lambda x: program(x).detach().float().numpy()
-    if fmt == "tensorrt":
-        run = exporter._tensorrt_runner(path)  # the exporter knows which TensorRT backend built it
-        return lambda x: run(x.numpy())
-    session = onnx_session(path, optimize_level)
-    return lambda x: onnx_predict(session, x.numpy())
-
-
 @contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     # onnxruntime.quantization warns through the root logger (e.g. "consider pre-processing"), which
@@ -514,7 +497,8 @@ def export_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter,
         exporter = ModelExporter(format=fmt, optimize_level=cfg.export.optimize_level, opset=cfg.export.opset,
                                  parity_tolerance=bound)
         result = exporter.export(model, path, example_input=raw_test[:2], metadata=metadata)
-        outputs = _run_all(_runner(fmt, exporter, path, cfg.export.optimize_level), raw_test)
+        run = result.runner  # the session (program, engine) export's parity check loaded: not loaded again
+        outputs = _run_all(lambda x: run(x.numpy()), raw_test)
         max_diff = float(np.abs(outputs - expected).max())
         agree = bool((outputs.argmax(1) == expected.argmax(1)).all()) if classification else None
         if max_diff > bound or agree is False:
@@ -529,7 +513,8 @@ def export_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter,
         calibration = data.raw("train").numpy() if spec.type == "int8_static" else None
         with _quiet_root_logger():
             result = quantize(folder.onnx, method=spec.type, calibration=calibration, **options)
-        outputs = _run_all(_runner("onnx", None, Path(result.path), cfg.export.optimize_level), raw_test)
+        run = ModelExporter(optimize_level=cfg.export.optimize_level).runner(result.path)
+        outputs = _run_all(lambda x: run(x.numpy()), raw_test)
         row = {"variant": f"onnx {spec.type}", "path": result.path, "size_bytes": result.size_bytes,
                key: score(outputs, y, data.task), "max_abs_diff": float(np.abs(outputs - expected).max()),
                "size_ratio": result.size_ratio}

@@ -57,6 +57,28 @@ def test_int8_static_calibrates_every_layer_and_keeps_accuracy(digits, tmp_path)
     assert read_metadata(result.path)["quantization"]["calibration_samples"] == 128
 
 
+def test_static_int8_keeps_a_forecasters_level_path_float_on_a_trending_series(tmp_path):
+    from deepseek_ray.models.builders import TCN
+
+    torch.manual_seed(0)
+    model = TCN(in_channels=1, out_features=1, channels=8, levels=2).eval()  # window-relative: x - last, + last
+    steps = torch.arange(40.0)
+    windows = lambda start: torch.stack([(start + i + steps) + torch.sin(steps + i) for i in range(64)]).unsqueeze(1)  # noqa: E731
+    calibration, later = windows(0.0), windows(300.0)  # the test series has trended far past the calibration range
+    ModelExporter(optimize_level=7).export(model, tmp_path / "tcn.onnx", calibration[:2])
+    with torch.no_grad():
+        expected = model(later).numpy()
+    errors = {}
+    for recipe in ("auto", "full"):
+        result = quantize(tmp_path / "tcn.onnx", tmp_path / f"{recipe}.onnx", method="int8_static", calibration=calibration,
+                          calibration_samples=64, recipe=recipe)
+        errors[recipe] = np.abs(onnx_predict(onnx_session(result.path), later.numpy()) - expected).max()
+        quantized = {name for name in result.weights if name.endswith("weight")}
+        assert result.float_weight_bytes == 0 and len(quantized) == 6  # 4 convolutions, the 1×1 skip, the head
+    assert read_metadata(tmp_path / "auto.onnx")["quantization"]["recipe"] == "compute"
+    assert errors["auto"] < 1.0 < 100.0 < errors["full"]  # full clamps the restored level to the calibration range
+
+
 def test_int4_reaches_linear_layers_through_matmul(digits, tmp_path):
     result = quantize(digits.path, tmp_path / "int4.onnx", method="int4", block_size=32)
     ops = [node.op_type for node in onnx.load(result.path).graph.node]
@@ -194,7 +216,7 @@ def test_static_int8_uses_the_transformer_recipe_on_attention_graphs(tmp_path):
     assert read_metadata(full.path)["quantization"]["recipe"] == "full"
     full_ops = [node.op_type for node in onnx.load(full.path).graph.node]
     assert "MatMulInteger" not in full_ops and full_ops.count("QuantizeLinear") > ops.count("QuantizeLinear")
-    with pytest.raises(ValueError, match="recipe: unknown 'bert'; allowed: auto, full, transformer"):
+    with pytest.raises(ValueError, match="recipe: unknown 'bert'; allowed: auto, compute, full, transformer"):
         quantize(tmp_path / "bert.onnx", method="int8_static", calibration=ids, recipe="bert")
 
 

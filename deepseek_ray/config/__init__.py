@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from .schema import (
     DATA_KINDS,
+    OPTIONS_KIND,
     STRATEGIES,
     TEXT_AUGMENTATIONS,
     TRAINED_TOKENIZERS,
@@ -46,6 +47,7 @@ __all__ = [
     "WindowConfig",
     "TabularDataConfig",
     "DATA_KINDS",
+    "OPTIONS_KIND",
     "TEXT_AUGMENTATIONS",
     "SearchConfig",
     "TrainConfig",

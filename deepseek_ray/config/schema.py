@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -186,7 +186,11 @@ class TabularDataConfig(Section):
         return bins
 
 
-DATA_KINDS = ("image", "tabular", "text", "timeseries")
+DataKind = Literal["image", "tabular", "text", "timeseries"]
+#: Every dataset kind: the one list (``data.kind`` and the dataset registry use it).
+DATA_KINDS: tuple[str, ...] = get_args(DataKind)
+#: The ``data`` section holding each kind's options → that kind (image datasets have none; ``augment`` is theirs).
+OPTIONS_KIND = {"text": "text", "window": "timeseries", "tabular": "tabular"}
 
 
 class DataConfig(Section):
@@ -196,7 +200,7 @@ class DataConfig(Section):
 
     dataset: str = Field("mnist5k", description="A registry name (see `deepseek-ray datasets`) or a csv/parquet/jsonl file.")
     label: str | None = Field(None, description="The label column (file datasets), or the target column to forecast.")
-    kind: Literal["image", "tabular", "text", "timeseries"] | None = Field(
+    kind: DataKind | None = Field(
         None, description="A file dataset's kind (default: text for one string column, else tabular); "
                           "registered datasets know theirs.")
     split: SplitConfig = SplitConfig()
@@ -206,17 +210,43 @@ class DataConfig(Section):
     window: WindowConfig | None = Field(None, description="lookback and horizon of a time-series dataset.")
     tabular: TabularDataConfig | None = Field(None, description="Binning and scaling of a tabular dataset.")
 
+    @property
+    def options_kind(self) -> str | None:
+        """The kind the options section given implies (``window`` → ``timeseries``); ``None`` without one.
+
+        >>> DataConfig(dataset='co2', window={'lookback': 12}).options_kind
+        'timeseries'
+        """
+        return next((kind for key, kind in OPTIONS_KIND.items() if getattr(self, key) is not None), None)
+
+    def misfit(self, kind: str | None) -> str | None:
+        """The first key that does not fit a dataset of ``kind``: an options section of another kind, else
+        ``'augment'`` (image augmentation) for a non-image kind; ``None`` when all fit or ``kind`` is ``None``.
+
+        >>> DataConfig(dataset='penguins', window={'lookback': 4}).misfit('tabular')
+        'window'
+        >>> DataConfig(dataset='co2', window={'lookback': 4}).misfit('timeseries') is None
+        True
+        """
+        if kind is None:
+            return None
+        wrong = next((key for key, own in OPTIONS_KIND.items() if getattr(self, key) is not None and own != kind), None)
+        if wrong is None and self.augment and kind != "image":
+            return "augment"
+        return wrong
+
     @model_validator(mode="after")
     def _one_kind(self) -> "DataConfig":
-        given = [key for key in ("text", "window", "tabular") if getattr(self, key) is not None]
+        given = [key for key in OPTIONS_KIND if getattr(self, key) is not None]
         if len(given) > 1:
+            kinds = ", ".join(f"{key}: {kind}" for key, kind in OPTIONS_KIND.items())
             raise ValueError(f"{' and '.join(given)} are options of different dataset kinds; keep the one that fits "
-                             f"{self.dataset} (text: text, window: timeseries, tabular: tabular)")
-        own = {"text": "text", "window": "timeseries", "tabular": "tabular"}
-        if given and self.kind is not None and own[given[0]] != self.kind:
-            raise ValueError(f"data.{given[0]} is for {own[given[0]]} datasets, but kind is {self.kind}")
-        if self.augment and self.kind not in (None, "image"):
+                             f"{self.dataset} ({kinds})")
+        misfit = self.misfit(self.kind)
+        if misfit == "augment":
             raise ValueError("data.augment (random_shift, mixup, cutmix) is for images; for text use data.text.augmentation")
+        if misfit is not None:
+            raise ValueError(f"data.{misfit} is for {OPTIONS_KIND[misfit]} datasets, but kind is {self.kind}")
         return self
 
 
@@ -404,9 +434,11 @@ class Int8StaticConfig(Section):
     calibration_samples: int = Field(256, ge=1, description="Training examples that set the activation ranges.")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
-    recipe: Literal["auto", "full", "transformer"] = Field(
-        "auto", description="full: every supported node static; transformer: MatMul/Gemm/Gather static, the MatMuls "
-                            "after GELU dynamic, norms/softmax in float; auto: transformer for graphs with attention.")
+    recipe: Literal["auto", "compute", "full", "transformer"] = Field(
+        "auto", description="compute: Conv/MatMul/Gemm (and the Relu/pooling between them) static, elementwise "
+                            "arithmetic in float; full: every supported node static; transformer: MatMul/Gemm/Gather "
+                            "static, the MatMuls after GELU dynamic, norms/softmax in float; auto: transformer for "
+                            "graphs with attention, else compute.")
 
 
 class Int4Config(Section):

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-KINDS = ("image", "tabular", "text", "timeseries")
+from ..config.schema import DATA_KINDS as KINDS  # the config's own list (data.kind): one place to add a kind
+
 FILE_SUFFIXES = (".csv", ".parquet", ".jsonl")
 
 

@@ -47,7 +47,7 @@ import hashlib
 import json
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -133,6 +133,8 @@ class ExportResult:
     sha256: str
     metadata_path: str
     max_abs_diff: float | None = None
+    #: the runner the parity check used (:meth:`ModelExporter.runner`): more inputs, no second load of the file
+    runner: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
 
 class ModelExporter:
@@ -177,16 +179,16 @@ class ModelExporter:
             raise ValueError("example_input is needed to export a module (or pass a model bundle folder)")
         model, path = model.eval(), Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write, run = {"onnx": (self._write_onnx, self._onnx_runner),
-                      "torch_export": (self._write_torch_export, _torch_export_runner),
-                      "tensorrt": (self._write_tensorrt, self._tensorrt_runner)}[self.format]
+        write = {"onnx": self._write_onnx, "torch_export": self._write_torch_export,
+                 "tensorrt": self._write_tensorrt}[self.format]
         extra = write(model, example_input, path) or {}
-        diff = self.parity(model, path, example_input, runner=run(path))
+        run = self.runner(path)
+        diff = self.parity(model, path, example_input, runner=run)
         if not diff <= self.parity_tolerance:
             raise ValueError(f"{self.format} export of {type(model).__name__} differs from torch by {diff:.3g} "
                              f"(parity_tolerance={self.parity_tolerance:g})")
         meta_path = self._write_metadata(path, example_input, {**extra, **metadata, "max_abs_diff": diff})
-        return ExportResult(str(path), self.format, path.stat().st_size, sha256_of(path), str(meta_path), diff)
+        return ExportResult(str(path), self.format, path.stat().st_size, sha256_of(path), str(meta_path), diff, run)
 
     # ------------------------------------------------------------------------------------ writers
     def dynamic_axes(self, example: torch.Tensor) -> dict[int, str]:
@@ -211,6 +213,7 @@ class ModelExporter:
 
     def _write_onnx(self, model: nn.Module, example: torch.Tensor, path: Path, fuse: bool = True) -> dict[str, Any]:
         import onnx
+        import onnx_ir as ir
 
         with _quiet("torch.onnx"):
             program = torch.onnx.export(
@@ -218,12 +221,18 @@ class ModelExporter:
                 opset_version=self.opset, input_names=["input"], output_names=[self.output_name], verbose=False,
                 optimize=True, custom_translation_table=ONNX_TRANSLATIONS or None,
             )
-        program.save(str(path), external_data=False)
-        _tidy_onnx(path)
+        # Tidied and fused in memory, so the file is written once (the bytes are those the former
+        # save → tidy → fuse rewrites gave), then checked as written.
+        proto = _tidy_onnx(program.model_proto)
+        extra = {}
+        if fuse and self.optimize_level >= TRANSFORMER_FUSION_LEVEL:
+            fused_model, fused = _ort_fusions(ir.serde.deserialize_model(proto))
+            if fused:
+                proto = ir.serde.serialize_model(fused_model)
+            extra = {"fusions": fused}
+        onnx.save(proto, str(path))
         onnx.checker.check_model(str(path), full_check=True)
-        if not fuse or self.optimize_level < TRANSFORMER_FUSION_LEVEL:
-            return {}
-        return {"fusions": fuse_transformer_blocks(path)}
+        return extra
 
     def _write_torch_export(self, model: nn.Module, example: torch.Tensor, path: Path) -> None:
         program = torch.export.export(model, (example,), dynamic_shapes=self._dynamic_shapes(example, named=False))
@@ -241,17 +250,33 @@ class ModelExporter:
         return build_engine(onnx_path, path, example, self.dynamic_axes(example), self.optimize_level)
 
     # ------------------------------------------------------------------------------------ runners
-    def _onnx_runner(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        session = onnx_session(path, self.optimize_level)
-        return lambda batch: onnx_predict(session, batch)
+    def runner(self, path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+        """Inputs → outputs (numpy arrays) of a file this exporter's format wrote, run as that format runs:
+        an ONNX Runtime session at ``optimize_level``, the ``torch.export`` program, or the TensorRT engine
+        (or ONNX Runtime's GPU provider, whichever backend built it). Each call loads the file once.
 
-    def _tensorrt_runner(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), 'm.onnx')
+        >>> exporter = ModelExporter(optimize_level=7)
+        >>> _ = exporter.export(torch.nn.Linear(4, 2), path, torch.randn(2, 4))
+        >>> exporter.runner(path)(np.zeros((3, 4), np.float32)).shape
+        (3, 2)
+        """
+        path = Path(path)
+        if self.format == "torch_export":
+            return _torch_export_runner(path)
+        if self.format == "onnx":
+            return self._onnx_runner(path)
         from .tensorrt import engine_runner, tensorrt_backend
 
         backend = tensorrt_backend()
         if backend == "tensorrt":
             return engine_runner(path)
         session = onnx_session(path, self.optimize_level, providers=[backend, "CPUExecutionProvider"])
+        return lambda batch: onnx_predict(session, batch)
+
+    def _onnx_runner(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        session = onnx_session(path, self.optimize_level)
         return lambda batch: onnx_predict(session, batch)
 
     def parity(
@@ -323,30 +348,32 @@ def fuse_transformer_blocks(path: str | Path) -> dict[str, int]:
     {}
     """
     import onnx_ir as ir
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    model = ir.load(str(path))
-    model, stats = optimize_for_ort(model)
-    fused = {name: count for name, count in stats.items() if count}
+    model, fused = _ort_fusions(ir.load(str(path)))
     if fused:
         ir.save(model, str(path))
     return fused
 
 
-def _tidy_onnx(path: str | Path) -> None:
-    """Store fake-quantized weights as integers and drop the exporter's debug records, in place.
+def _ort_fusions(model: Any) -> tuple[Any, dict[str, int]]:
+    """ONNX Runtime's transformer fusions on an ``onnx_ir`` model: the rewritten model and what was fused."""
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model, stats = optimize_for_ort(model)
+    return model, {name: count for name, count in stats.items() if count}
+
+
+def _tidy_onnx(model: Any) -> Any:
+    """Store fake-quantized weights as integers and drop the exporter's debug records, in place; returns ``model``.
 
     ``torch.onnx`` keeps a stack trace, FX node and class path per node (over a third of a small CNN's
     file, and the build machine's file paths); the graph does not need them.
     """
-    import onnx
-
-    model = onnx.load(str(path))
     _store_quantized_weights(model)
     for item in [*model.graph.node, *model.graph.value_info]:
         del item.metadata_props[:]
     drop_initializer_shapes(model)
-    onnx.save(model, str(path))
+    return model
 
 
 def drop_initializer_shapes(model: Any) -> int:

@@ -18,13 +18,12 @@ before anything runs.
 from __future__ import annotations
 
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, SearchConfig
-from .runner import TrialRecord, _Runner
+from .runner import TrialRecord, _Runner, write_atomically
 from .space import SearchSpace
 
 CHECKPOINTS = "checkpoints"
@@ -94,9 +93,7 @@ class PBTRunner(_Runner):
 
     def keep_checkpoint(self, record: TrialRecord, checkpoint: bytes) -> None:
         path = self.checkpoints / f"{record.trial_id}-e{len(record.history)}.pt"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(checkpoint)
-        os.replace(tmp, path)
+        write_atomically(path, checkpoint)
         record.checkpoint, record.checkpoint_epoch = str(path), len(record.history)
 
     def segment_done(self, generator: Any, record: TrialRecord) -> None:

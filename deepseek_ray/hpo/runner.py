@@ -232,15 +232,28 @@ class SearchState:
     def save(self, path: Path) -> None:
         import cloudpickle
 
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(cloudpickle.dumps(self))
-        os.replace(tmp, path)  # atomic: a kill leaves the old state or the new, never half of one
+        write_atomically(path, cloudpickle.dumps(self))
 
     @staticmethod
     def load(path: Path) -> "SearchState":
         import cloudpickle
 
         return cloudpickle.loads(path.read_bytes())
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it (``path`` with suffix ``.tmp``) and
+    ``os.replace``: a kill leaves the old file or the new one, never half of one.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / 'state.pkl'
+    >>> write_atomically(path, b'new')
+    >>> path.read_bytes(), sorted(p.name for p in path.parent.iterdir())
+    (b'new', ['state.pkl'])
+    """
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------- the runner
@@ -467,10 +480,13 @@ class _Runner:
         return f"{text} lr={lr:.1e}".strip() if isinstance(lr, float) else text or json.dumps(record.params, default=str)[:34]
 
     def best_value(self) -> str:
+        """The best so far over every trial with a result (running ones too): the first objective's best
+        value, or the size of the Pareto front. One pass over the trials' values, not the whole :meth:`table`."""
+        values = [v for v in map(self.final_values, self.state.trials.values()) if v is not None]
         if len(self.metrics) > 1:
-            return f"{len(pareto_front(self.table(), self.metrics, self.modes))} on the Pareto front"
-        values = [r[self.metrics[0]] for r in self.table() if r.get(self.metrics[0]) is not None]
-        return f"{(max if self.modes[0] == 'max' else min)(values):.4f}" if values else "-"
+            rows = [dict(zip(self.metrics, v)) for v in values]
+            return f"{len(pareto_front(rows, self.metrics, self.modes))} on the Pareto front"
+        return f"{(max if self.modes[0] == 'max' else min)(v[0] for v in values):.4f}" if values else "-"
 
     def table(self) -> list[dict[str, Any]]:
         """One row per trial: configuration, value per objective, epochs, time, status, error."""
@@ -507,14 +523,25 @@ def _error_line(err: BaseException) -> str:
 def pareto_front(rows: list[dict[str, Any]], metrics: list[str], modes: list[str]) -> list[dict[str, Any]]:
     """The rows no other row beats in every objective (and strictly in one).
 
+    Rows are visited best first (lexicographically, every objective as "higher is better"): a row's
+    dominators sort before it, and a row dominated by anything is dominated by one already on the front,
+    so each row is compared with the front so far, not with every row (O(n log n + n · front size)).
+
     >>> rows = [{'a': 1, 'b': 5}, {'a': 2, 'b': 4}, {'a': 0, 'b': 1}]
     >>> [r['a'] for r in pareto_front(rows, ['a', 'b'], ['max', 'min'])]
     [2, 0]
     """
     sign = [1 if m == "max" else -1 for m in modes]
-    scored = [(r, [s * r[m] for s, m in zip(sign, metrics)]) for r in rows if all(_is_number(r.get(m)) for m in metrics)]
-    dominated = lambda a, b: all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))  # noqa: E731
-    return [r for r, score in scored if not any(dominated(score, other) for _, other in scored)]
+    scored = [(i, [s * r[m] for s, m in zip(sign, metrics)]) for i, r in enumerate(rows)
+              if all(_is_number(r.get(m)) for m in metrics)]
+    dominates = lambda a, b: all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))  # noqa: E731
+    front: list[list[float]] = []
+    kept: set[int] = set()
+    for i, score in sorted(scored, key=lambda item: item[1], reverse=True):
+        if not any(dominates(other, score) for other in front):
+            front.append(score)
+            kept.add(i)
+    return [r for i, r in enumerate(rows) if i in kept]  # in the rows' order
 
 
 def plot_pareto(rows: list[dict[str, Any]], front: list[dict[str, Any]], metrics: list[str], path: Path) -> Path:

@@ -13,9 +13,14 @@ int4            weight-only, 4 bits per weight plus one fp32 scale per ``block_s
                 the exporter wrote as ``Gemm`` are rewritten as MatMul + Add first so the quantizer reaches them.
 ==============  ==============================================================================================
 
-``int8_static`` recipes (``recipe='auto'`` picks ``transformer`` for graphs with attention, else ``full``):
+``int8_static`` recipes (``recipe='auto'`` picks ``transformer`` for graphs with attention, else ``compute``):
 
 ============  ================================================================================================
+compute       Conv, MatMul, Gemm and the Relu / pooling between them; elementwise arithmetic (Add, Sub, Mul,
+              Div) stays float. A forecaster that subtracts the window's level and adds it back works on the
+              data's own scale there: quantized, its output is clamped to the range seen in calibration, and a
+              trending series leaves that range (weekly CO2: test MAE 45 ppm with ``full``, 0.31 with
+              ``compute``, fp32 0.31). MNIST CNN: 97.0% either way, as fast as ``full``.
 full          every operator ONNX Runtime can quantize (Conv, MatMul, Gemm, Add, Mul, Softmax, Gather, …)
 transformer   MatMul, Gemm and Gather static; the MatMuls fed by a GELU (the feed-forward down-projections,
               whose inputs have the widest, most skewed range) get int8 weights with their input quantized
@@ -66,7 +71,9 @@ from ..export import drop_initializer_shapes, input_dtype, onnx_predict, onnx_se
 
 METHODS = ("int8_dynamic", "int8_static", "int4")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-RECIPES = ("auto", "full", "transformer")
+RECIPES = ("auto", "compute", "full", "transformer")
+#: what ``int8_static``'s ``compute`` recipe quantizes (the values on the data's own scale stay float)
+COMPUTE_OP_TYPES = ("Conv", "MatMul", "Gemm", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool")
 #: what ``int8_static``'s ``transformer`` recipe quantizes statically (LayerNorm, Softmax, GELU, Add stay float)
 TRANSFORMER_STATIC_OP_TYPES = ("MatMul", "Gemm", "Gather")
 DYNAMIC_OP_TYPES = ["MatMul", "Gemm", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"]
@@ -106,8 +113,8 @@ def quantize(
 
     ``calibration`` (``int8_static`` only): raw model inputs (array or tensor), of which the first
     ``calibration_samples`` set the activation ranges. ``recipe`` (``int8_static`` only) picks what is
-    quantized: ``full``, ``transformer``, or ``auto`` (``transformer`` for graphs with attention, see the
-    module's table). The result is written to ``output_path`` (default: ``model.<method>.onnx`` beside
+    quantized: ``compute``, ``full``, ``transformer``, or ``auto`` (``transformer`` for graphs with
+    attention, else ``compute``; see the module's table). The result is written to ``output_path`` (default: ``model.<method>.onnx`` beside
     the source) with a metadata file like the exporter's.
 
     >>> import tempfile, os, torch
@@ -128,6 +135,7 @@ def quantize(
         raise ValueError(f"recipe: unknown {recipe!r}; allowed: {', '.join(RECIPES)}")
     source = Path(model_path)
     model = _load(source)
+    before = _initializer_bytes(model)  # the quantizers below rewrite ``model`` in place (int4: Gemm → MatMul)
     output = Path(output_path or source.with_name(f"{source.stem}.{method}{source.suffix}"))
     with tempfile.TemporaryDirectory() as scratch:
         # the quantizers rewrite weights in place (Gemm → MatMul transposes them): a stale shape record
@@ -142,17 +150,17 @@ def quantize(
         elif method == "int8_static":
             reader = _calibration(clean, calibration, calibration_samples)
             if recipe == "auto":
-                recipe = "transformer" if is_transformer(model) else "full"
+                recipe = "transformer" if is_transformer(model) else "compute"
             recipe = _int8_static(clean, output, reader, calibration_method, per_channel, recipe)
         else:
             _int4(model, output, block_size)
     settings = {"type": method, "block_size": block_size} if method == "int4" else {"type": method}
     if method == "int8_static":
         settings.update(calibration_samples=calibration_samples, calibration_method=calibration_method, recipe=recipe)
-    before, after = weight_bytes(source), weight_bytes(output)
+    after = weight_bytes(output)  # the one load of the output
     return QuantizeResult(
         str(output), method, output.stat().st_size, source.stat().st_size, str(_write_metadata(source, output, settings)),
-        weights=compare_weights(before, after), float_weight_bytes=_float_bytes(output),
+        weights=compare_weights(before, after), float_weight_bytes=_float_bytes(after),
     )
 
 
@@ -221,8 +229,10 @@ def _int8_static(source: Path, output: Path, reader: ArrayCalibrationReader, met
             quant_pre_process(str(source), str(prepared), auto_merge=True)
         except Exception:  # symbolic shape inference gives up on some dynamic-sequence graphs; ONNX's own suffices
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        ops, dynamic = None, []  # None: every operator ONNX Runtime can quantize
-        if recipe == "transformer":
+        ops, dynamic = None, []  # None (full): every operator ONNX Runtime can quantize
+        if recipe == "compute":
+            ops = list(COMPUTE_OP_TYPES)
+        elif recipe == "transformer":
             ops, dynamic = list(TRANSFORMER_STATIC_OP_TYPES), gelu_fed_matmuls(onnx.load(str(prepared)))
         quantize_static(prepared, calibrated if dynamic else output, reader, quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -353,11 +363,18 @@ def weight_bytes(model_path: str | Path) -> dict[str, tuple[str, int]]:
     {'network.stem.0.weight': ('float32', 1152), ...}
     """
     import onnx
+
+    return _initializer_bytes(onnx.load(str(model_path)))
+
+
+def _initializer_bytes(model: Any) -> dict[str, tuple[str, int]]:
+    """:func:`weight_bytes` of a loaded model."""
+    import onnx
     from onnx import helper
 
     packed = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}  # two values per byte
     sizes = {}
-    for tensor in onnx.load(str(model_path)).graph.initializer:
+    for tensor in model.graph.initializer:
         count = int(np.prod(tensor.dims, dtype=np.int64))
         if tensor.data_type in packed:
             sizes[tensor.name] = ("int4", (count + 1) // 2)
@@ -385,8 +402,9 @@ def compare_weights(before: dict[str, tuple[str, int]], after: dict[str, tuple[s
     return dict(sorted(report.items()))
 
 
-def _float_bytes(model_path: Path, smallest: int = 1024) -> int:
-    return sum(size for kind, size in weight_bytes(model_path).values() if kind == "float32" and size >= smallest)
+def _float_bytes(sizes: dict[str, tuple[str, int]], smallest: int = 1024) -> int:
+    """Bytes of the fp32 weights (of ``smallest`` bytes or more) among :func:`weight_bytes`' ``sizes``."""
+    return sum(size for kind, size in sizes.values() if kind == "float32" and size >= smallest)
 
 
 def _write_metadata(source: Path, output: Path, settings: dict[str, Any]) -> Path:

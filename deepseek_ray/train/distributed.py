@@ -229,6 +229,26 @@ def torch_trainer_class() -> type:
     return LeanTorchTrainer
 
 
+def prestart_train_helpers() -> None:
+    """Start the detached actor that Ray Train's controller asks for resources, ahead of the first ``fit()``.
+
+    Every controller sends its resource request to Ray's ``AutoscalingCoordinator`` actor (one per cluster,
+    detached) and waits up to 5 s for the answer. The first ``fit()`` of a Ray session creates that actor, a
+    new process importing Ray Data, and on a busy 2-core machine the controller gave up waiting — twice,
+    10 s of its start-up. Called as soon as a run that will train connects, the actor is up by then. It
+    uses a private Ray Data function; if a Ray release moves it, Ray Train creates the actor as before.
+
+    >>> prestart_train_helpers()  # doctest: +SKIP  (needs a running Ray)
+    """
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:
+        return
+    get_or_create_autoscaling_coordinator()  # get_if_exists: a no-op once it runs
+
+
 class _ProgressRelay(UserCallback):
     """A Ray Train callback that forwards each report to the driver through a local file.
 
@@ -298,6 +318,7 @@ def train(
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
     for key, value in TRAIN_ENV.items():
         os.environ.setdefault(key, value)
+    prestart_train_helpers()
     handle, relay_path = tempfile.mkstemp(prefix="deepseek_ray_progress_", suffix=".jsonl")
     os.close(handle)
     tail = _ProgressTail(relay_path)
