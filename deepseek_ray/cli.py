@@ -95,7 +95,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _data_options(cfg: Any) -> str:
     """`` (window: lookback=52, horizon=1)``: the dataset kind's options as ``validate`` shows them."""
-    for key in ("text", "window", "tabular"):
+    from .config import OPTIONS_KIND
+
+    for key in OPTIONS_KIND:
         section = getattr(cfg.data, key)
         if section is not None:
             shown = {k: [a["type"] for a in v] if k == "augmentation" else v
