@@ -237,8 +237,9 @@ def prestart_train_helpers() -> None:
     new process importing Ray Data, and on a busy 2-core machine the controller gave up waiting — twice,
     10 s of its start-up. Called as soon as a run that will train connects, the actor is up by then. It
     uses a private Ray Data function; if a Ray release moves it, Ray Train creates the actor as before.
+    Needs a running Ray:
 
-    >>> prestart_train_helpers()  # doctest: +SKIP  (needs a running Ray)
+    >>> prestart_train_helpers()  # doctest: +SKIP
     """
     try:
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
