@@ -249,8 +249,9 @@ def loop(config: dict) -> None:
             record("ours", model_name, precision, repeat, lambda: ours_run(model_name, precision, steps, device, world))
             if world > 1 and precision == "bf16":
                 record("solo", model_name, precision, repeat, lambda: solo(model_name, precision))
-                record("ours, accumulation 4", model_name, precision, repeat,
-                       lambda: ours_run(model_name, precision, steps, device, world, accumulation=4))
+                for accumulation in config["accumulations"]:
+                    record(f"ours, accumulation {accumulation}", model_name, precision, repeat,
+                           lambda: ours_run(model_name, precision, steps, device, world, accumulation=accumulation))
                 record("ours, no OOM guard", model_name, precision, repeat,
                        lambda: ours_run(model_name, precision, steps, device, world, oom_recovery=False))
                 record("alone", model_name, precision, repeat, lambda: raw_run(model_name, precision, steps, device, 1))
@@ -272,13 +273,14 @@ def run_group(gpus: int, args: argparse.Namespace, out: Path) -> dict:
 
     configs = [(m, p) for m in args.models.split(",") for p in args.precisions.split(",")]
     config = {"configs": configs, "repeats": args.repeats, "steps": args.steps, "out": str(out), "fit_start": time.time(),
-              "compile": args.compile, "oom": gpus == 1 and args.oom}
+              "compile": args.compile, "oom": gpus == 1 and args.oom,
+              "accumulations": [int(a) for a in args.accumulation.split(",") if a]}
     torch_trainer_class()(loop, train_loop_config=config, scaling_config=ScalingConfig(num_workers=gpus, use_gpu=True),
                  run_config=RunConfig(name=f"bench-{gpus}gpu-{int(time.time())}", storage_path="/tmp/bench_train")).fit()
     return json.loads(out.read_text())
 
 
-KIND_ORDER = ("raw", "ours", "ours, no OOM guard", "ours, accumulation 4", "ours+compile", "solo", "alone")
+KIND_ORDER = ("raw", "ours", "ours, no OOM guard", "ours, accumulation", "ours+compile", "solo", "alone")
 
 
 def summarise(groups: list[dict]) -> str:
@@ -299,9 +301,10 @@ def summarise(groups: list[dict]) -> str:
                 return sum(values) / len(values) if values else None
 
             raw, solo = mean("raw"), mean("solo")
-            for kind in KIND_ORDER:
-                if not runs(kind):
-                    continue
+            present = {r["kind"] for r in group["runs"] if (r["model"], r["precision"]) == (model, precision)}
+            order = {kind: max((i for i, k in enumerate(KIND_ORDER) if kind.startswith(k)), key=lambda i: len(KIND_ORDER[i]))
+                     for kind in present}  # the longest name it starts with: "ours, accumulation 8" → "ours, accumulation"
+            for kind in sorted(present, key=lambda k: (order[k], len(k), k)):
                 value = mean(kind)
                 if value is None:
                     lines.append(f"| {group['world']} | {model} | {precision} | {kind} | failed: {runs(kind)[0]['error']} | | | | |")
@@ -326,6 +329,7 @@ def main() -> None:
     parser.add_argument("--models", default="transformer,cnn", help="comma-separated: transformer, cnn")
     parser.add_argument("--precisions", default="fp32,fp16,bf16", help="comma-separated: fp32, fp16, bf16")
     parser.add_argument("--no-oom", dest="oom", action="store_false", help="skip the real CUDA OOM drill")
+    parser.add_argument("--accumulation", default="4", help="comma-separated accumulation steps timed on 2+ GPUs (bf16)")
     parser.add_argument("--out", type=Path, default=Path("bench_train_gpu.json"))
     args = parser.parse_args()
     import ray
