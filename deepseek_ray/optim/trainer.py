@@ -333,8 +333,8 @@ class MixedPrecisionTrainer:
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float]:
         """Loss plus accuracy (classification) or MAE (regression), summed across ranks when distributed."""
         self.model.eval()
-        # loss sum, correct count or absolute-error sum, count; on the device NCCL reduces (and no sync per batch)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        # loss sum, correct count or absolute-error sum: summed on the device (no host sync per batch)
+        sums, count = torch.zeros(2, dtype=torch.float64, device=self.device), 0
         for x, y in self.eval_loader(data):
             x, y = x.to(self.device), y.to(self.device)
             with self._autocast():
@@ -346,10 +346,12 @@ class MixedPrecisionTrainer:
             else:
                 quality = (output.argmax(1) == y).sum()
                 loss = F.cross_entropy(output, y, reduction="sum")
-            sums += torch.stack([loss.double(), quality.double(), torch.tensor(len(y), dtype=torch.float64, device=self.device)])
+            sums += torch.stack([loss.double(), quality.double()])
+            count += len(y)
+        totals = torch.cat([sums, sums.new_tensor([count])])  # on the trainer's device: NCCL reduces CUDA tensors
         if _world()[1] > 1:
-            dist.all_reduce(sums)
-        loss_sum, quality_sum, count = sums.tolist()
+            dist.all_reduce(totals)
+        loss_sum, quality_sum, count = totals.tolist()
         count = max(count, 1)
         return {"loss": loss_sum / count, "mae" if self.task == "regression" else "accuracy": quality_sum / count}
 
