@@ -3,9 +3,11 @@
     python bench/bench_export.py                        # all three models; prints the tables
     python bench/bench_export.py --update BENCHMARKS.md # … and rewrites this run's subsections of
                                                         # `## Export and compression` (one per model and machine)
+    python bench/bench_export.py --weights FILE.md      # … and the bytes of every quantized tensor
 
 Models: the MNIST CNN (PlainCNN on mnist5k), the MiniLM text classifier (all-MiniLM-L6-v2 fine-tuned
-briefly on rotten-tomatoes snippets, 64 tokens) and the time-series model (TCN on sunspots, MAE). Every
+briefly on rotten-tomatoes snippets, 64 tokens) and the time-series model (TCN on sunspots, MAE; ``tcn_co2``:
+the weekly-CO2 TCN of examples/timeseries.yaml; ``minilm_random``: the MiniLM shape with random weights). Every
 figure comes from this run: each model is trained here, exported, quantized, and timed in the same
 process, torch eager fp32 first, so the ratios compare like with like.
 """
@@ -70,6 +72,7 @@ class Variant:
     covered: str = "–"  # quantized weight bytes / fp32 bytes of the same tensors
     score: float = float("nan")
     latency: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)  # (threads, batch) → p50, p99 ms
+    weights: dict[str, tuple[int, int]] = field(default_factory=dict)  # replaced fp32 tensor → (bytes before, after)
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -167,7 +170,7 @@ def make_variants(case: Case, folder: Path, quick: bool) -> list[Variant]:
         before = sum(b for b, _ in result.weights.values())
         covered = (f"{result.covered_ratio:.3f} ({len(result.weights)} tensors, {before / 1e6:.2f} → "
                    f"{before * result.covered_ratio / 1e6:.2f} MB; fp32 left {result.float_weight_bytes / 1e6:.2f} MB)")
-        variants.append(Variant(name, out, result.size_bytes, covered))
+        variants.append(Variant(name, out, result.size_bytes, covered, weights=result.weights))
         recipe = read_metadata(out)["quantization"].get("recipe")
         if recipe == "transformer":
             case.notes.append(f"{name}: the transformer recipe (MatMul, Gemm and Gather static; the MatMuls fed by "
@@ -283,6 +286,18 @@ def report(case: Case, variants: list[Variant], provenance: str) -> tuple[str, s
     return title, "\n".join(lines) + "\n"
 
 
+def weights_report(case: Case, variants: list[Variant]) -> str:
+    """Per quantized variant, every fp32 tensor it replaced: bytes before and after (values + scales + zero points)."""
+    lines = [f"## {case.name}", ""]
+    for v in variants:
+        if v.weights:
+            lines += [f"{v.name}:", "", "| tensor | fp32 bytes | quantized bytes | ratio |", "|---|---|---|---|"]
+            lines += [f"| `{name}` | {before:,} | {after:,} | {after / before:.3f} |"
+                      for name, (before, after) in sorted(v.weights.items())]
+            lines.append("")
+    return "\n".join(lines)
+
+
 PREAMBLE = ("ONNX Runtime CPU, torch eager fp32 in the same process. Sizes: the ONNX file; “quantized weights” counts "
             "each replaced fp32 tensor against what replaced it (values + scales + zero points). Each subsection "
             "below says which command, machine and versions made it; a run replaces only its own subsections "
@@ -320,11 +335,13 @@ def main() -> None:
     parser.add_argument("--models", default="mnist,minilm,tcn", help="comma-separated: mnist, minilm, tcn, tcn_co2, minilm_random")
     parser.add_argument("--quick", action="store_true", help="smaller training and fewer timing iterations (a smoke run)")
     parser.add_argument("--update", type=Path, help="rewrite this run's subsections of `## Export and compression` in this file")
+    parser.add_argument("--weights", type=Path, help="also write the bytes of every quantized tensor to this markdown file")
     args = parser.parse_args()
     builders = {"mnist": mnist_case, "minilm": minilm_case, "tcn": tcn_case, "tcn_co2": tcn_co2_case, "minilm_random": random_minilm_case}
     command = "python bench/bench_export.py" + (" --quick" if args.quick else "") + \
-        (f" --models {args.models}" if args.models != "mnist,minilm,tcn" else "") + (f" --update {args.update}" if args.update else "")
-    subsections = []
+        (f" --models {args.models}" if args.models != "mnist,minilm,tcn" else "") + (f" --update {args.update}" if args.update else "") + \
+        (f" --weights {args.weights}" if args.weights else "")
+    subsections, weights = [], []
     for key in args.models.split(","):
         started, load = time.time(), os.getloadavg()[0]
         case = builders[key](args.quick)
@@ -336,11 +353,16 @@ def main() -> None:
             provenance = (f"`{command}` — {datetime.date.today().isoformat()}, {machine()}, load average {load:.1f} "
                           f"at the start, {os.getloadavg()[0]:.1f} at the end; {versions()}.")
             title, section = report(case, variants, provenance)
+            weights.append(weights_report(case, variants))
         print(section, flush=True)
         print(f"({key}: {time.time() - started:.0f} s)", flush=True)
         subsections.append((title, section))
     if args.update:
         update_section(args.update, subsections)
+    if args.weights:  # bytes follow from the shapes and the method, not from the trained values
+        args.weights.write_text(f"# Weight bytes per quantized tensor\n\n`{command}` — {datetime.date.today().isoformat()}; "
+                                f"{versions()}. Byte counts depend on the tensors' shapes and the method only.\n\n"
+                                + "\n".join(weights))
 
 
 if __name__ == "__main__":
