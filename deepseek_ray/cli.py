@@ -95,15 +95,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _data_options(cfg: Any) -> str:
     """`` (window: lookback=52, horizon=1)``: the dataset kind's options as ``validate`` shows them."""
-    from .config import OPTIONS_KIND
-
-    for key in OPTIONS_KIND:
-        section = getattr(cfg.data, key)
-        if section is not None:
-            shown = {k: [a["type"] for a in v] if k == "augmentation" else v
-                     for k, v in section.model_dump(exclude_none=True).items()}
-            return f" ({key}: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
-    return ""
+    key = cfg.data.options_key
+    if key is None:
+        return ""
+    shown = {k: [a["type"] for a in v] if k == "augmentation" else v
+             for k, v in getattr(cfg.data, key).model_dump(exclude_none=True).items()}
+    return f" ({key}: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
 
 
 def _with_ray(args: argparse.Namespace, cfg: Any) -> int:

@@ -28,18 +28,17 @@ un-scaled predictions out), the same graph that is exported and served.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .config import OPTIONS_KIND, ExperimentConfig
 from .data import DatasetSplits, load_dataset
 from .report import Reporter, table
+from .runtime import quiet_logger
 
 TARGET_ACCURACY, TARGET_WALL_S = 0.97, 600.0
 # What the final training (and each trial) reports, and which way is better.
@@ -135,15 +134,8 @@ def data_options(cfg: ExperimentConfig) -> dict[str, Any]:
         where = ", ".join(f"{section_kind} → data.{key}" for key, section_kind in OPTIONS_KIND.items())
         raise ValueError(f"data.{misfit}: {data.dataset} is a {kind} dataset; data.{misfit} is for "
                          f"{OPTIONS_KIND[misfit]} datasets ({where})")
-    if data.text is not None:
-        text = data.text.model_dump()
-        text["augmentation"] = [a.model_dump(exclude_none=True) for a in data.text.augmentation]
-        return text
-    if data.window is not None:
-        return data.window.model_dump(exclude_none=True)
-    if data.tabular is not None:
-        return data.tabular.model_dump()
-    return {}
+    key = data.options_key
+    return getattr(data, key).model_dump(exclude_none=True) if key else {}
 
 
 def load_data(cfg: ExperimentConfig) -> DatasetSplits:
@@ -252,13 +244,13 @@ def search_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter,
     return result
 
 
-def train_settings(cfg: ExperimentConfig, search: Any, data: DatasetSplits | None = None) -> Any:
+def train_settings(cfg: ExperimentConfig, search: Any, data: DatasetSplits) -> Any:
     """The final training recipe: the file's ``train`` section plus what the search chose; the metric,
-    mode and task follow ``data`` (classification and ``val_accuracy`` without it)."""
+    mode and task follow ``data``."""
     from .train import TrainSettings
 
     params = search.best_params
-    metric, mode = objective(cfg, data) if data is not None else ("val_accuracy", "max")
+    metric, mode = objective(cfg, data)
     return TrainSettings(
         model_spec=search.model_spec, epochs=cfg.train.epochs,
         lr=cfg.train.optimizer.lr or params.get("lr", 1e-3), optimizer=cfg.train.optimizer.type,
@@ -268,7 +260,7 @@ def train_settings(cfg: ExperimentConfig, search: Any, data: DatasetSplits | Non
         schedule=cfg.train.scheduler.type, warmup_steps=cfg.train.scheduler.warmup_steps,
         patience=cfg.train.early_stopping_patience,
         augment=[a.model_dump() for a in cfg.data.augment], seed=cfg.seed, metric=metric, mode=mode,
-        task=data.task if data is not None else "classification",
+        task=data.task,
     )
 
 
@@ -442,18 +434,6 @@ def _tensorrt_missing() -> str:
     return ""
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    # onnxruntime.quantization warns through the root logger (e.g. "consider pre-processing"), which
-    # would reach the user's terminal as stray lines between the pipeline's own.
-    root = logging.getLogger()
-    previous, root.level = root.level, logging.ERROR
-    try:
-        yield
-    finally:
-        root.level = previous
-
-
 def _run_all(run: Callable[[Any], Any], inputs: Any, batch_size: int = 512) -> Any:
     import numpy as np
 
@@ -511,7 +491,8 @@ def export_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter,
     for spec in cfg.export.quantize:
         options = spec.model_dump(exclude={"type"})
         calibration = data.raw("train").numpy() if spec.type == "int8_static" else None
-        with _quiet_root_logger():
+        # onnxruntime.quantization warns through the root logger ("consider pre-processing"): stray lines
+        with quiet_logger():
             result = quantize(folder.onnx, method=spec.type, calibration=calibration, **options)
         run = ModelExporter(optimize_level=cfg.export.optimize_level).runner(result.path)
         outputs = _run_all(lambda x: run(x.numpy()), raw_test)
@@ -557,14 +538,18 @@ def _payload_hint(meta: dict[str, Any]) -> str:
     return f'{{"inputs": <{shape} pixel values>}}'
 
 
+def _check_servable(cfg: ExperimentConfig) -> None:
+    if "onnx" not in cfg.export.formats:
+        raise ValueError("serve: the endpoint serves the ONNX model; add onnx to export.formats (or run with --no-serve)")
+
+
 def serve_stage(cfg: ExperimentConfig, reporter: Reporter) -> str:
     """Deploy the exported model on Ray Serve; return the endpoint URL."""
     from .deploy import deploy
     from .export import read_metadata
 
     folder = RunFolder(cfg.run_dir)
-    if "onnx" not in cfg.export.formats:
-        raise ValueError("serve: the endpoint serves the ONNX model; add onnx to export.formats (or run with --no-serve)")
+    _check_servable(cfg)
     path = folder.served(cfg.serve.model)
     if not path.is_file():
         raise FileNotFoundError(f"no exported model at {path}; run `deepseek-ray export` first")
@@ -621,8 +606,8 @@ def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporte
     from .models import package_versions
     from .tracking import Tracker, config_hash, git_commit
 
-    if serve and "onnx" not in cfg.export.formats:  # fail before the search, not after it
-        raise ValueError("serve: the endpoint serves the ONNX model; add onnx to export.formats (or run with --no-serve)")
+    if serve:  # fail before the search, not after it
+        _check_servable(cfg)
     reporter = reporter or Reporter()
     folder = RunFolder(cfg.run_dir)
     folder.root.mkdir(parents=True, exist_ok=True)
@@ -645,8 +630,9 @@ def run_pipeline(cfg: ExperimentConfig, *, serve: bool = True, reporter: Reporte
                 baseline = baseline_stage(cfg, data, reporter, tracker)
         with reporter.stage("export"):
             exported = export_stage(cfg, data, reporter, tracker)
+            # export_stage wrote model.onnx or raised; a stale one from an earlier run must not be registered
             version = tracker.register_onnx(folder.onnx, cfg.tracking.registered_model_name or cfg.name) \
-                if folder.onnx.is_file() and "onnx" in cfg.export.formats else None
+                if "onnx" in cfg.export.formats else None
         url = None
         if serve:
             with reporter.stage("serve"):

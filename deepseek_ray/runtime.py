@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 _QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.serve", "ray.data", "mlflow", "alembic", "torch", "onnxscript", "optuna")
 
@@ -40,6 +42,23 @@ def quiet(verbose: bool) -> None:
 def is_verbose() -> bool:
     """Whether Ray's own output should be shown (``--verbose``, or no :func:`quiet` call at all)."""
     return _state["verbose"]
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str = "") -> Iterator[None]:
+    """Only errors from logger ``name`` (``""``: the root logger) inside the block; its level is restored after.
+
+    >>> with quiet_logger("onnxruntime"):
+    ...     logging.getLogger("onnxruntime").isEnabledFor(logging.WARNING)
+    False
+    """
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def hush() -> None:

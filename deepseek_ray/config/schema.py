@@ -211,13 +211,22 @@ class DataConfig(Section):
     tabular: TabularDataConfig | None = Field(None, description="Binning and scaling of a tabular dataset.")
 
     @property
+    def options_key(self) -> str | None:
+        """The kind-specific options section given (``text``, ``window`` or ``tabular``); ``None`` without one.
+
+        >>> DataConfig(dataset='co2', window={'lookback': 12}).options_key
+        'window'
+        """
+        return next((key for key in OPTIONS_KIND if getattr(self, key) is not None), None)
+
+    @property
     def options_kind(self) -> str | None:
         """The kind the options section given implies (``window`` → ``timeseries``); ``None`` without one.
 
         >>> DataConfig(dataset='co2', window={'lookback': 12}).options_kind
         'timeseries'
         """
-        return next((kind for key, kind in OPTIONS_KIND.items() if getattr(self, key) is not None), None)
+        return OPTIONS_KIND.get(self.options_key)
 
     def misfit(self, kind: str | None) -> str | None:
         """The first key that does not fit a dataset of ``kind``: an options section of another kind, else

@@ -45,15 +45,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..runtime import quiet_logger
 
 FORMATS = ("onnx", "torch_export", "tensorrt")
 TRANSFORMER_FUSION_LEVEL = 8
@@ -215,7 +215,7 @@ class ModelExporter:
         import onnx
         import onnx_ir as ir
 
-        with _quiet("torch.onnx"):
+        with quiet_logger("torch.onnx"):
             program = torch.onnx.export(
                 model, (example,), dynamo=True, dynamic_shapes=self._dynamic_shapes(example),
                 opset_version=self.opset, input_names=["input"], output_names=[self.output_name], verbose=False,
@@ -446,16 +446,6 @@ def register_onnx_translation(op: Any, translation: Callable[..., Any]) -> None:
     True
     """
     ONNX_TRANSLATIONS[op] = translation
-
-
-@contextmanager
-def _quiet(logger: str) -> Iterator[None]:
-    previous = logging.getLogger(logger).level
-    logging.getLogger(logger).setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.getLogger(logger).setLevel(previous)
 
 
 def read_metadata(model_path: str | Path) -> dict[str, Any]:
