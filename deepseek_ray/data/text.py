@@ -258,6 +258,18 @@ def load_tokenizer(name_or_path: str | Path):
         ) from None
 
 
+def encode_texts(tokenizer: Any, texts: list[str], max_len: int, dtype: Any = np.int64) -> np.ndarray:
+    """Token ids ``(N, max_len)`` of ``texts``, truncated and padded to ``max_len`` (training and serving alike).
+
+    >>> from transformers import PreTrainedTokenizerFast
+    >>> tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(['a b c', 'b c d'], 'wordpiece', 100), pad_token='[PAD]')
+    >>> encode_texts(tok, ['a b', 'c'], 4).tolist()
+    [[5, 6, 0, 0], [7, 0, 0, 0]]
+    """
+    batch = tokenizer(texts, truncation=True, padding="max_length", max_length=max_len)
+    return np.asarray(batch["input_ids"], dtype=dtype).reshape(len(texts), max_len)
+
+
 # -------------------------------------------------------------------------------- the pipeline
 def ensure_pad_token(tokenizer: Any) -> Any:
     """Give a tokenizer without a pad token (e.g. GPT-2's) one it already has: its end or unknown token.
@@ -366,5 +378,4 @@ class TextPreprocessor:
         """Token ids ``(N, max_len)`` int64, truncated and padded to ``max_len``."""
         if self.tokenizer is None:
             raise RuntimeError("call process() first, or set .tokenizer")
-        batch = self.tokenizer(texts, truncation=True, padding="max_length", max_length=self.max_len)
-        return np.asarray(batch["input_ids"], dtype=np.int64).reshape(len(texts), self.max_len)
+        return encode_texts(self.tokenizer, texts, self.max_len)

@@ -47,16 +47,13 @@ def time_ordered(frame: pd.DataFrame, label: str, name: str = "data") -> pd.Data
     >>> time_ordered(frame, 'ppm')['ppm'].tolist()
     [1.0, 2.0, 3.0]
     """
-    times, text = [], []
+    times, text, stamps = [], [], None
     for column in frame.columns:
         values = frame[column]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
             continue
-        if pd.api.types.is_datetime64_any_dtype(values):
-            times.append(column)
-            continue
-        try:
-            pd.to_datetime(values, format="mixed")
+        try:  # parsed once: the same stamps order the rows below
+            stamps = values if pd.api.types.is_datetime64_any_dtype(values) else pd.to_datetime(values, format="mixed")
             times.append(column)
         except (TypeError, ValueError):
             text.append(column)
@@ -67,7 +64,7 @@ def time_ordered(frame: pd.DataFrame, label: str, name: str = "data") -> pd.Data
                          f"not numeric: {', '.join(map(str, text or times))}")
     if not times:
         return frame
-    order = pd.to_datetime(frame[times[0]], format="mixed").argsort(kind="stable")
+    order = stamps.argsort(kind="stable")
     return frame.iloc[order].drop(columns=times).reset_index(drop=True)
 
 

@@ -138,9 +138,9 @@ class RequestParser:
         if self.tokenizer is None:
             raise BadRequest("this model takes token ids (its export folder holds no tokenizer): "
                              f'send {{"inputs": [<up to {self.example_shape[0]} integers>]}}')
-        max_len = self.example_shape[0]
-        batch = self.tokenizer(texts, truncation=True, padding="max_length", max_length=max_len)
-        return np.asarray(batch["input_ids"], dtype=self.dtype).reshape(len(texts), max_len)
+        from ..data.text import encode_texts  # imported already: it loaded the tokenizer
+
+        return encode_texts(self.tokenizer, texts, self.example_shape[0], self.dtype)
 
     def _token_ids(self, inputs: Any) -> np.ndarray:
         rows = inputs if isinstance(inputs, list) and inputs and all(isinstance(r, list) for r in inputs) else [inputs]
@@ -187,7 +187,6 @@ class ModelServer:
         self.session = onnx_session(model_path, self.meta.get("optimize_level", 9), threads=threads)
         self.input_name = self.session.get_inputs()[0].name
         self.parser = RequestParser.from_model(self.meta, self.session, model_path)
-        self.example_shape = self.parser.example_shape
         self.labels = self.meta.get("labels") or []
         self.regression = self.meta.get("task") == "regression"
         batching = batching or {}
@@ -243,7 +242,7 @@ class ModelServer:
         spec = self.parser.spec
         return {
             "model": self.meta.get("architecture"), "kind": self.parser.kind, "task": self.meta.get("task", "classification"),
-            "labels": self.labels, "input_shape": list(self.example_shape), "input_dtype": np.dtype(self.parser.dtype).name,
+            "labels": self.labels, "input_shape": list(self.parser.example_shape), "input_dtype": np.dtype(self.parser.dtype).name,
             "accepts_text": self.parser.tokenizer is not None, "columns": spec.get("columns"),
             "sha256": self.meta.get("sha256"), "quantization": (self.meta.get("quantization") or {}).get("type"),
             "batch_cap": self.scheduler.batch_size, "served": self.served,
