@@ -188,29 +188,30 @@ def make_variants(case: Case, folder: Path, quick: bool) -> list[Variant]:
     return variants
 
 
-def evaluate(case: Case, variant: Variant) -> float:
-    if variant.path is None:
+def evaluate(case: Case, session: Any) -> float:
+    """The test metric of ``session`` (an ONNX Runtime session), or of torch eager when None."""
+    if session is None:
         with torch.no_grad():
             outputs = torch.cat([case.model(chunk) for chunk in case.test_x.split(64)]).numpy()
     else:
-        session = onnx_session(variant.path)
         outputs = np.concatenate([onnx_predict(session, chunk.numpy()) for chunk in case.test_x.split(64)])
     return case.score(outputs)
 
 
 # ------------------------------------------------------------------------------------------ latency
-def measure_latency(case: Case, variants: list[Variant], quick: bool) -> None:
+def measure_latency(case: Case, variants: list[Variant], quick: bool, sessions: dict[str, Any]) -> None:
     """p50/p99 of every variant at 1 and 32 examples, all threads and 1 thread.
 
     Each variant runs a block of calls alone (an idle ONNX Runtime pool still spins for a moment and
     would slow whatever runs beside it); the blocks go forward, backward, then forward again, so slow
     drifts in the machine's load fall on all variants alike. One session per variant and thread
-    count serves all its blocks, as a server would keep it.
+    count serves all its blocks, as a server would keep it; ``sessions`` are the all-thread ones.
     """
     cores = os.cpu_count() or 1
     for threads in (0, 1):
         torch.set_num_threads(threads or cores)
-        sessions = {v.name: onnx_session(v.path, threads=threads) for v in variants if v.path is not None}
+        if threads:  # the all-thread sessions are the ones the accuracy was measured with
+            sessions = {v.name: onnx_session(v.path, threads=threads) for v in variants if v.path is not None}
         for batch in (1, 32):
             x = case.test_x[:batch]
             calls = (10 if quick else 40) if batch == 1 else (3 if quick else 8)
@@ -221,7 +222,7 @@ def measure_latency(case: Case, variants: list[Variant], quick: bool) -> None:
             for v in variants:
                 v.latency[(threads, batch)] = (float(np.percentile(samples[v.name], 50)),
                                                float(np.percentile(samples[v.name], 99)))
-        del sessions
+        sessions.clear()  # freed before the next thread count (the caller's dict too)
     torch.set_num_threads(cores)
 
 
@@ -347,9 +348,10 @@ def main() -> None:
         case = builders[key](args.quick)
         with tempfile.TemporaryDirectory() as scratch:
             variants = make_variants(case, Path(scratch), args.quick)
+            sessions = {v.name: onnx_session(v.path) for v in variants if v.path is not None}  # all threads
             for variant in variants:
-                variant.score = evaluate(case, variant)
-            measure_latency(case, variants, args.quick)
+                variant.score = evaluate(case, sessions.get(variant.name))
+            measure_latency(case, variants, args.quick, sessions)
             provenance = (f"`{command}` — {datetime.date.today().isoformat()}, {machine()}, load average {load:.1f} "
                           f"at the start, {os.getloadavg()[0]:.1f} at the end; {versions()}.")
             title, section = report(case, variants, provenance)

@@ -272,11 +272,10 @@ class ModelExporter:
         backend = tensorrt_backend()
         if backend == "tensorrt":
             return engine_runner(path)
-        session = onnx_session(path, self.optimize_level, providers=[backend, "CPUExecutionProvider"])
-        return lambda batch: onnx_predict(session, batch)
+        return self._onnx_runner(path, providers=[backend, "CPUExecutionProvider"])
 
-    def _onnx_runner(self, path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        session = onnx_session(path, self.optimize_level)
+    def _onnx_runner(self, path: Path, providers: list[str] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        session = onnx_session(path, self.optimize_level, providers=providers)
         return lambda batch: onnx_predict(session, batch)
 
     def parity(

@@ -56,6 +56,7 @@ Attention blocks fused at ``optimize_level`` ≥ 8 hold their Q/K/V weights in a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import subprocess
@@ -234,9 +235,10 @@ def _int8_static(source: Path, output: Path, reader: ArrayCalibrationReader, met
             ops = list(COMPUTE_OP_TYPES)
         elif recipe == "transformer":
             ops, dynamic = list(TRANSFORMER_STATIC_OP_TYPES), gelu_fed_matmuls(onnx.load(str(prepared)))
-        quantize_static(prepared, calibrated if dynamic else output, reader, quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calibrate, op_types_to_quantize=ops, nodes_to_exclude=dynamic)
+        static = functools.partial(quantize_static, prepared, calibration_data_reader=reader, quant_format=QuantFormat.QDQ,
+                                   per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                   calibrate_method=calibrate, op_types_to_quantize=ops)
+        static(calibrated if dynamic else output, nodes_to_exclude=dynamic)
         if dynamic:  # int8 weights still; their input's range is taken per call, not from calibration
             quantize_dynamic(calibrated, output, nodes_to_quantize=dynamic, per_channel=per_channel,
                              weight_type=QuantType.QInt8)
@@ -245,9 +247,7 @@ def _int8_static(source: Path, output: Path, reader: ArrayCalibrationReader, met
                     "this ONNX Runtime cannot load the mixed static/dynamic int8 model; quantizing the GELU-fed "
                     "MatMuls statically too (about a point less accurate on MiniLM)")
                 reader.rewind()
-                quantize_static(prepared, output, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                calibrate_method=calibrate, op_types_to_quantize=ops)
+                static(output)
                 return "transformer-static"
     return recipe
 

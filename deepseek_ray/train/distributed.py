@@ -165,8 +165,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             if startup is not None:  # every rank takes this branch equally often: no collective waits alone
                 dist.all_reduce(startup, op=dist.ReduceOp.MAX)
         val = trainer.evaluate(data.val)  # identical on every rank (all-reduced)
-        metrics = {"epoch": trainer.epoch, "train_loss": float(train_loss), "val_loss": val["loss"],
-                   **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "epoch_time_s": time.perf_counter() - start}
+        metrics = {"epoch": trainer.epoch, "train_loss": float(train_loss), **{f"val_{k}": v for k, v in val.items()},
+                   "epoch_time_s": time.perf_counter() - start}
         if startup is not None:
             metrics["startup_s"] = float(startup)
             submitted_at = None  # only the first epoch of an attempt measures start-up
