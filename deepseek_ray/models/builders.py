@@ -88,8 +88,14 @@ class WindowNorm(nn.Module):
     ([[[-4.0, -3.0, 0.0]]], [[5.5]])
     """
 
-    def __init__(self, mode: str = "last", target_channel: int = 0, eps: float = 1e-5):
+    def __init__(self, mode: bool | str = "last", target_channel: int = 0, in_channels: int | None = None, eps: float = 1e-5):
+        """``mode`` as a forecaster's ``relative`` takes it: ``True`` is ``'last'``, ``False`` is ``'none'``;
+        ``in_channels`` (when given) checks ``target_channel`` against the window's channels."""
         super().__init__()
+        if in_channels is not None and not 0 <= target_channel < in_channels:
+            raise ValueError(f"target_channel: {target_channel} is not one of the {in_channels} input channels")
+        if isinstance(mode, bool):
+            mode = "last" if mode else "none"
         if mode not in RELATIVE_MODES:
             raise ValueError(f"relative: unknown {mode!r}; allowed: true, false, {', '.join(RELATIVE_MODES)}")
         self.mode, self.target_channel, self.eps = mode, target_channel, eps
@@ -112,18 +118,6 @@ class WindowNorm(nn.Module):
             return y
         shift, scale = level
         return y + shift if scale is None else y * scale + shift
-
-
-def _relative_mode(relative: bool | str) -> str:
-    """``True`` is ``'last'``, ``False`` is ``'none'``; a mode name passes through (checked by :class:`WindowNorm`)."""
-    if isinstance(relative, bool):
-        return "last" if relative else "none"
-    return str(relative)
-
-
-def _check_target_channel(target_channel: int, in_channels: int) -> None:
-    if not 0 <= target_channel < in_channels:
-        raise ValueError(f"target_channel: {target_channel} is not one of the {in_channels} input channels")
 
 
 class TemporalBlock(nn.Module):
@@ -192,8 +186,7 @@ class TCN(BaseModule):
     def __init__(self, in_channels: int, out_features: int, channels: int = 32, levels: int = 3, kernel_size: int = 3,
                  dropout: float = 0.1, relative: bool | str = True, target_channel: int = 0):
         super().__init__()
-        _check_target_channel(target_channel, in_channels)
-        self.norm = WindowNorm(_relative_mode(relative), target_channel)
+        self.norm = WindowNorm(relative, target_channel, in_channels)
         self.blocks = nn.Sequential(*(
             TemporalBlock(in_channels if level == 0 else channels, channels, kernel_size, 2**level, dropout)
             for level in range(levels)
@@ -230,8 +223,7 @@ class RecurrentNet(BaseModule):
         super().__init__()
         if cell not in self.CELLS:
             raise ValueError(f"cell: unknown {cell!r}; allowed: {', '.join(self.CELLS)}")
-        _check_target_channel(target_channel, in_channels)
-        self.norm = WindowNorm(_relative_mode(relative), target_channel)
+        self.norm = WindowNorm(relative, target_channel, in_channels)
         self.rnn = self.CELLS[cell](in_channels, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
         self.head = nn.Linear(hidden, out_features)
 
