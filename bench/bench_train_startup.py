@@ -5,7 +5,8 @@ Three settings, interleaved on one already running Ray (started here, in-process
 * **Ray Train defaults** — a bare ``TorchTrainer`` whose function all-reduces its entry time and reports once;
 * **deepseek_ray settings, bare function** — the same function with what ``deepseek_ray.train`` changes in
   Ray Train (``TRAIN_ENV``: a 0.5 s controller poll, no preemption-watcher actor; ``torch_trainer_class()``:
-  no Ray Data shard-manager actor when no ``datasets`` are given);
+  no Ray Data shard-manager actor when no ``datasets`` are given; ``TorchBackendConfig``: no torch import in
+  the controller);
 * **deepseek_ray.train.train()** — the whole path (data through the object store, model built under DDP,
   progress relay, per-epoch checkpoint), one epoch of 8×8 digits; "first step" is the ``startup_s`` it reports.
 
@@ -120,7 +121,7 @@ def phase_times(start: float, end: float) -> dict[str, float]:
 
 def set_env(tuned: bool) -> None:
     """Apply ``deepseek_ray.train``'s Ray Train environment, or clear it for Ray's defaults."""
-    from deepseek_ray.train.distributed import TRAIN_ENV
+    from deepseek_ray.train.launcher import TRAIN_ENV
 
     for key, value in TRAIN_ENV.items():
         if tuned:
@@ -134,14 +135,15 @@ def bare_fit(workers: int, gpu: bool, tuned: bool) -> tuple[float, float, float]
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from deepseek_ray.train.distributed import torch_trainer_class
+    from deepseek_ray.train.launcher import TorchBackendConfig, torch_trainer_class
 
     trainer_class = torch_trainer_class() if tuned else TorchTrainer
+    backend = {"torch_config": TorchBackendConfig()} if tuned else {}
     set_env(tuned)
     record = f"/tmp/bench_startup_{os.getpid()}.txt"
     start = time.time()
     trainer_class(probe_loop, train_loop_config={"record": record}, scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpu),
-                  run_config=RunConfig(name=f"startup-{start}", storage_path="/tmp/bench_startup")).fit()
+                  **backend, run_config=RunConfig(name=f"startup-{start}", storage_path="/tmp/bench_startup")).fit()
     end = time.time()
     with open(record) as handle:
         first, entered = map(float, handle.read().split())

@@ -115,7 +115,7 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
         embedded = connect(args.address, verbose=args.verbose, namespace=cfg.name)
         reporter.line("embedded local Ray" if embedded else f"joined cluster {args.address or 'RAY_ADDRESS'}")
         if args.command in ("run", "train"):
-            from .train.distributed import prestart_train_helpers
+            from .train.launcher import prestart_train_helpers
 
             prestart_train_helpers()  # up by the time training starts, instead of on its critical path
     serving = False

@@ -60,6 +60,25 @@ def test_same_seed_same_weights_on_two_workers(ray_address, tmp_path):
     assert not all(torch.equal(first.best_weights[k], other.best_weights[k]) for k in other.best_weights)
 
 
+def test_the_train_controller_never_imports_torch(ray_address, tmp_path):
+    """Ray Train's controller unpickles our backend config, callbacks and loop config before it starts any
+    worker; a torch import there sat on the critical path of every start-up (≈ 6 s on the GPU host)."""
+    from ray.train import UserCallback
+
+    seen = tmp_path / "controller_modules.txt"
+
+    class ControllerModules(UserCallback):  # defined here, so it travels by value: imports nothing of ours
+        def after_report(self, run_context, metrics, checkpoint):
+            import sys
+
+            seen.write_text(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+
+    train(settings(epochs=1), digits(200), name="lean-controller", storage_path=tmp_path, workers=2,
+          callbacks=[ControllerModules()])
+    modules = seen.read_text().split()
+    assert "deepseek_ray" in modules and "torch" not in modules
+
+
 def test_a_failed_worker_group_resumes_from_the_last_checkpoint(ray_address, tmp_path):
     lines: list[str] = []
     result = train(settings(epochs=3, fail_at_epoch=1), digits(), name="drill", storage_path=tmp_path, workers=2,

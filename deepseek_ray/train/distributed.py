@@ -8,29 +8,23 @@ group resumes at the next epoch and early stopping survives the restart.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from ray.train import UserCallback
 
 from ..data import DatasetSplits
+from .launcher import TRAIN_ENV, ProgressRelay, ProgressTail, TorchBackendConfig, prestart_train_helpers, torch_trainer_class
 
 ProgressFn = Callable[[str], None]
 STATE_FILE = "trainer_state.pt"
-# Ray Train settings we change (Ray Train copies these from the driver's environment to the controller
-# and the workers). The controller polls workers every 2 s by default, which adds up to 2 s after each
-# phase of a run. The preemption watcher (one more actor process per worker group, started just as the
-# train function starts) only observes spot-instance node preemption; FailureConfig restarts a lost
-# worker group without it, and on a small machine its process start competes with the first steps.
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
 
 
 @dataclass
@@ -127,12 +121,16 @@ def _better(value: float, best: float | None, mode: str) -> bool:
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
-    """The per-worker function handed to ``TorchTrainer``."""
+    """The per-worker function handed to ``TorchTrainer``.
+
+    ``loop_config["settings"]`` holds :class:`TrainSettings`' fields as a plain dict: Ray Train's controller
+    unpickles the loop config too, and a dict keeps torch (which this module imports) out of that process.
+    """
     import ray
     import ray.train
     import torch.distributed as dist
 
-    settings: TrainSettings = loop_config["settings"]
+    settings = TrainSettings(**loop_config["settings"])
     data: DatasetSplits = ray.get(loop_config["data"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
@@ -201,99 +199,6 @@ class TrainResult:
     startup_s: float | None = None  # train() → first step on every worker (first attempt)
 
 
-@functools.cache
-def torch_trainer_class() -> type:
-    """Ray Train's ``TorchTrainer``, less the Ray Data shard manager when a run is given no ``datasets``.
-
-    Ray Train 2.60 starts a ``DatasetManager`` actor for every worker group even without datasets: one
-    more process importing Ray Data (about 2 CPU-seconds) while the workers import torch, on the
-    critical path of start-up. Runs that pass ``datasets`` keep it. This overrides a private hook
-    (``_create_default_callbacks``); if a Ray release moves it, the plain ``TorchTrainer`` is used.
-    """
-    from ray.train.torch import TorchTrainer
-
-    try:
-        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
-    except ImportError:  # another Ray layout: keep its defaults
-        return TorchTrainer
-    if not hasattr(TorchTrainer, "_create_default_callbacks"):
-        return TorchTrainer
-
-    class LeanTorchTrainer(TorchTrainer):
-        def _create_default_callbacks(self) -> list[Any]:
-            callbacks = super()._create_default_callbacks()
-            if getattr(self, "datasets", None):
-                return callbacks
-            return [callback for callback in callbacks if not isinstance(callback, DatasetsCallback)]
-
-    return LeanTorchTrainer
-
-
-def prestart_train_helpers() -> None:
-    """Start the detached actor that Ray Train's controller asks for resources, ahead of the first ``fit()``.
-
-    Every controller sends its resource request to Ray's ``AutoscalingCoordinator`` actor (one per cluster,
-    detached) and waits up to 5 s for the answer. The first ``fit()`` of a Ray session creates that actor, a
-    new process importing Ray Data, and on a busy 2-core machine the controller gave up waiting — twice,
-    10 s of its start-up. Called as soon as a run that will train connects, the actor is up by then. It
-    uses a private Ray Data function; if a Ray release moves it, Ray Train creates the actor as before.
-    Needs a running Ray:
-
-    >>> prestart_train_helpers()  # doctest: +SKIP
-    """
-    try:
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
-            get_or_create_autoscaling_coordinator,
-        )
-    except ImportError:
-        return
-    get_or_create_autoscaling_coordinator()  # get_if_exists: a no-op once it runs
-
-
-class _ProgressRelay(UserCallback):
-    """A Ray Train callback that forwards each report to the driver through a local file.
-
-    It runs in the Train controller, which Ray Train places on the driver's node, so a JSON-lines file
-    there reaches the driver without one more actor process (a ``ray.util.queue.Queue`` costs a process
-    start while the controller and the workers are starting).
-
-    >>> import os, tempfile
-    >>> path = tempfile.mktemp()
-    >>> _ProgressRelay(path).after_report(None, [{"epoch": 1, "val_accuracy": 0.5}], None)
-    >>> tail = _ProgressTail(path)
-    >>> tail.read()
-    [{'epoch': 1, 'val_accuracy': 0.5}]
-    >>> tail.read(), os.remove(path)
-    ([], None)
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        with open(self.path, "a") as handle:  # one short append per epoch; the driver reads whole lines
-            handle.write(json.dumps(dict(metrics[0]), default=float) + "\n")
-
-
-class _ProgressTail:
-    """The driver's side of :class:`_ProgressRelay`: the reports appended since the last read."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.offset = 0
-
-    def read(self) -> list[dict[str, Any]]:
-        """Reports written completely since the previous call, oldest first."""
-        if not os.path.exists(self.path):
-            return []
-        with open(self.path) as handle:
-            handle.seek(self.offset)
-            chunk = handle.read()
-        complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits for the next read
-        self.offset += len(complete)
-        return [json.loads(line) for line in complete.splitlines() if line]
-
-
 def train(
     settings: TrainSettings,
     data: DatasetSplits,
@@ -304,17 +209,18 @@ def train(
     use_gpu: bool = False,
     max_failures: int = 2,
     progress: ProgressFn | None = None,
+    callbacks: Sequence[UserCallback] = (),
 ) -> TrainResult:
     """Train on ``workers`` Ray Train workers and return the best weights (no DDP prefix).
 
-    Rerunning with the same ``name`` and ``storage_path`` resumes from the last checkpoint.
+    Rerunning with the same ``name`` and ``storage_path`` resumes from the last checkpoint. ``callbacks``
+    are more Ray Train ``UserCallback``s (they run in Train's controller process, next to the progress relay).
 
     >>> result = train(settings, splits, name='demo', storage_path='/tmp/runs')  # doctest: +SKIP
     """
     submitted_at = time.time()
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "180")
     for key, value in TRAIN_ENV.items():
@@ -322,7 +228,7 @@ def train(
     prestart_train_helpers()
     handle, relay_path = tempfile.mkstemp(prefix="deepseek_ray_progress_", suffix=".jsonl")
     os.close(handle)
-    tail = _ProgressTail(relay_path)
+    tail = ProgressTail(relay_path)
     # Threads per worker from the cluster's CPUs, not from what is free this instant: the previous run's
     # placement group may still be returning its CPUs, and a thread count that depends on that timing
     # changes the float reductions, so two runs with the same seed would differ.
@@ -333,15 +239,15 @@ def train(
     trainer = torch_trainer_class()(
         train_loop,
         # The data travels once through the object store; the config itself stays a few hundred bytes.
-        train_loop_config={"settings": settings, "data": ray.put(data), "threads": threads,
+        train_loop_config={"settings": asdict(settings), "data": ray.put(data), "threads": threads,
                            "submitted_at": submitted_at},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchBackendConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=name, storage_path=str(Path(storage_path).resolve()),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=[_ProgressRelay(relay_path)],
+            callbacks=[ProgressRelay(relay_path), *callbacks],
         ),
     )
     history: list[dict[str, Any]] = []
