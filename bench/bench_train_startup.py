@@ -32,14 +32,15 @@ from typing import Any, Callable
 import ray
 import psutil  # noqa: E402  (Ray puts its bundled psutil on sys.path when imported)
 
-# Phase boundaries, in order: (label, task name, event, which worker: max over the matching tasks).
+# Phase boundaries, in order: (label, task name(s) split by "|", event); the latest matching task marks the end.
 PHASES = [
     ("controller process", "TrainController.__init__", "RUNNING"),
     ("controller imports + init", "TrainController.__init__", "FINISHED"),
     ("worker processes", "RayTrainWorker.__init__", "RUNNING"),
     ("worker imports + init", "RayTrainWorker.__init__", "FINISHED"),
     ("train context (torch import)", "RayTrainWorker.init_train_context", "FINISHED"),
-    ("process group", "execute._setup_torch_process_group", "FINISHED"),
+    # Ray's TorchConfig runs _setup_torch_process_group; our TorchBackendConfig, _join_process_group.
+    ("process group", "execute._setup_torch_process_group|execute._join_process_group", "FINISHED"),
     ("train fn launched", "RayTrainWorker.run_train_fn", "FINISHED"),
 ]
 
@@ -108,8 +109,9 @@ def phase_times(start: float, end: float) -> dict[str, float]:
     out: dict[str, float] = {}
     for label, name, state in PHASES:
         stamps = []
-        for task in list_tasks(address=address, filters=[("name", "=", name)], detail=True, limit=10_000,
-                               raise_on_missing_output=False):
+        tasks = [task for one in name.split("|") for task in list_tasks(
+            address=address, filters=[("name", "=", one)], detail=True, limit=10_000, raise_on_missing_output=False)]
+        for task in tasks:
             events = {e["state"]: e["created_ms"] / 1000 for e in task.get("events") or []}
             created = min(events.values(), default=0)
             if start <= created <= end and state in events:
