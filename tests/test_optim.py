@@ -90,7 +90,8 @@ def test_nan_loss_is_an_error():
         trainer_for(model).fit(linear_problem(16), epochs=1)
 
 
-def test_out_of_memory_backs_off_and_keeps_the_effective_batch():
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_out_of_memory_backs_off_and_keeps_the_effective_batch(where):
     torch.manual_seed(0)
     base = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     data = linear_problem(64)
@@ -106,10 +107,25 @@ def test_out_of_memory_backs_off_and_keeps_the_effective_batch():
             raised.append(step)
             raise torch.OutOfMemoryError("injected")
 
-    drilled.before_micro_batch = oom_once
+    if where == "forward":
+        drilled.before_micro_batch = oom_once
+    else:  # in the middle of a backward: half the gradients are already accumulated when it strikes
+        drilled.model[0].register_full_backward_hook(lambda *_: oom_once(drilled.step, 1))
     with pytest.warns(UserWarning, match="micro-batch now 8, accumulation 4"):
         drilled.fit(data, epochs=2)
     assert raised and drilled.oom_events == 1
     assert (drilled.batch_size, drilled.accumulation, drilled.step) == (8, 4, reference.step)
     for p, q in zip(reference.model.parameters(), drilled.model.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_without_oom_recovery_an_out_of_memory_propagates():
+    trainer = trainer_for(torch.nn.Linear(5, 3), per_device_train_batch_size=16, oom_recovery=False)
+
+    def oom(step: int, micro_index: int) -> None:
+        raise torch.OutOfMemoryError("injected")
+
+    trainer.before_micro_batch = oom
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer.fit(linear_problem(32), epochs=1)
+    assert trainer.batch_size == 16

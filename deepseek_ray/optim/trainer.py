@@ -62,6 +62,8 @@ class MixedPrecisionTrainer:
     ``fp16=True`` on a CPU falls back to fp32 with one warning (CPU autocast has no fast fp16).
     ``compile=True`` runs the forward through ``torch.compile``; a string picks its mode
     (``'max-autotune-no-cudagraphs'``, ``'max-autotune'``, ``'reduce-overhead'``).
+    On out-of-memory it halves the micro-batch and doubles the accumulation (same effective batch, same
+    step); ``oom_recovery=False`` lets the error propagate and skips the per-step agreement under DDP.
     """
 
     def __init__(
@@ -231,30 +233,39 @@ class MixedPrecisionTrainer:
         DDP's reducer expects it, so a rank that ran out of memory stands in with two examples. Whether
         any rank did is all-reduced over a CPU group while that backward is being launched and read just
         before the optimizer step, so agreeing costs the host no waiting when nothing went wrong.
+        Recoverable: an OOM in any forward, and in any backward that launches no collective (all of them
+        on one process; the accumulating ones under DDP). One inside DDP's syncing backward, with its
+        all-reduces in flight, ends the worker; Ray Train restarts it from the last checkpoint.
         """
-        distributed = _world()[1] > 1 and self.oom_recovery
+        distributed = _world()[1] > 1
         slices = [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
         total, oom, any_rank_oom = torch.zeros((), device=self.device), False, None
         for index, chunk in enumerate(slices):
             last = index == len(slices) - 1
             if oom and not last:
                 continue  # this rank already failed: skip to the window's syncing micro-batch
+            weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
+            syncing = last and distributed  # its backward launches DDP's all-reduces: it cannot be redone
             try:
                 loss = self._micro_loss(data, chunk if not oom else chunk[:2], index, generator, sync=last)
+                if not syncing:
+                    self._backward(loss, weight, sync=last)
             except torch.OutOfMemoryError:
+                if not self.oom_recovery:
+                    raise
                 oom = True
                 if not distributed:
                     self.optimizer.zero_grad(set_to_none=True)
                     return None
+                self._skip_buffer_broadcast()
                 if not last:
                     continue
                 self._free_cache()
                 loss = self._micro_loss(data, chunk[:2], index, generator, sync=True)
-            if last and distributed:
-                any_rank_oom = _any_rank(oom, self._flag_group())
-            weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
-            with self._no_sync(not last):
-                self.scaler.scale(loss * weight).backward()
+            if syncing:
+                if self.oom_recovery:
+                    any_rank_oom = _any_rank(oom, self._flag_group())
+                self._backward(loss, weight, sync=True)
             total += loss.detach().float() * len(chunk)
         if any_rank_oom is not None and any_rank_oom():
             self.optimizer.zero_grad(set_to_none=True)  # every rank drops the window's (stand-in) gradients
@@ -271,6 +282,21 @@ class MixedPrecisionTrainer:
             x, y = self.batch_transform(x, y, generator)
         with self._no_sync(not sync), self._autocast():
             return self.loss(self.forward(x), y)
+
+    def _backward(self, loss: torch.Tensor, weight: float, sync: bool) -> None:
+        with self._no_sync(not sync):
+            self.scaler.scale(loss * weight).backward()
+
+    def _skip_buffer_broadcast(self) -> None:
+        """After a forward that ran out of memory under DDP: the stand-in forward must not broadcast buffers.
+
+        DDP broadcasts module buffers (BatchNorm statistics) from rank 0 at the start of a window's first
+        forward, before the module runs, and re-arms that after the window's syncing forward. A forward that
+        failed inside the module has broadcast already (or was not due to), so a second broadcast would meet
+        the other ranks' gradient all-reduce instead.
+        """
+        if hasattr(self.model, "require_forward_param_sync"):
+            self.model.require_forward_param_sync = False
 
     def _free_cache(self) -> None:
         if self.device.type == "cuda":
