@@ -62,7 +62,7 @@ def test_same_seed_same_weights_on_two_workers(ray_address, tmp_path):
 
 def test_the_train_controller_never_imports_torch(ray_address, tmp_path):
     """Ray Train's controller unpickles our backend config, callbacks and loop config before it starts any
-    worker; a torch import there sat on the critical path of every start-up (≈ 6 s on the GPU host)."""
+    worker; a torch import there sat on the critical path of every start-up (2–7 s on the GPU hosts)."""
     from ray.train import UserCallback
 
     seen = tmp_path / "controller_modules.txt"

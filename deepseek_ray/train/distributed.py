@@ -26,7 +26,6 @@ ProgressFn = Callable[[str], None]
 STATE_FILE = "trainer_state.pt"
 
 
-
 @dataclass
 class TrainSettings:
     """Everything a worker needs besides the data (kept small: it travels to every rank)."""
