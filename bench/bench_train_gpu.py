@@ -3,7 +3,7 @@
 For 1 and then N GPUs, one ``TorchTrainer`` worker group runs every configuration (model × precision),
 raw and ours interleaved and repeated, so start-up is paid once per group and host drift hits both sides
 alike. "Raw" is the plain loop a user would write (DDP + AdamW + autocast/GradScaler) on the same
-processes and NCCL group; "ours" is :class:`MixedPrecisionTrainer` (fused AdamW, OOM guard, accumulation
+processes and NCCL group; "ours" is :class:`MixedPrecisionTrainer` (fused AdamW, OOM recovery, accumulation
 windows) on the model from ``ray.train.torch.prepare_model``. Also measured: the bf16 matrix rate
 (for model-FLOPs utilisation), peak memory, time from ``fit()`` to the first step on every worker, and a
 real CUDA out-of-memory recovery under a memory-fraction cap.

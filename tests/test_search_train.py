@@ -102,8 +102,8 @@ def test_an_out_of_memory_on_one_rank_backs_off_every_rank(ray_address, tmp_path
 
 
 def test_an_out_of_memory_under_ddp_with_batchnorm_buffers(ray_address, tmp_path):
-    """DDP broadcasts BatchNorm statistics at the start of a forward: the failed forward already did, so the
-    stand-in forward must not (a second broadcast met the other rank's all-reduce, and the run hung)."""
+    """DDP broadcasts BatchNorm statistics at the start of a window: the failed forward already did, so the
+    redone window must not (a second broadcast met the other rank's all-reduce, and the run hung)."""
     spec = {"augment": [], "epochs": 1, "batch_size": 16}  # the cell net: conv → BatchNorm
     data = digits(400)
     reference = train(settings(**spec), data, name="bn-reference", storage_path=tmp_path, workers=2)

@@ -63,7 +63,7 @@ class MixedPrecisionTrainer:
     ``compile=True`` runs the forward through ``torch.compile``; a string picks its mode
     (``'max-autotune-no-cudagraphs'``, ``'max-autotune'``, ``'reduce-overhead'``).
     On out-of-memory it halves the micro-batch and doubles the accumulation (same effective batch, same
-    step); ``oom_recovery=False`` lets the error propagate and skips the per-step agreement under DDP.
+    step), nothing exchanged between ranks per step; ``oom_recovery=False`` lets the error propagate.
     """
 
     def __init__(
@@ -115,7 +115,6 @@ class MixedPrecisionTrainer:
         self.last_grad_norm: torch.Tensor | None = None
         self.oom_recovery = oom_recovery
         self.oom_events = 0
-        self._gloo: Any = None
         # A hook called before each micro-batch with (step, micro_index): for failure drills in tests.
         self.before_micro_batch: Callable[[int, int], None] | None = None
 
@@ -198,8 +197,9 @@ class MixedPrecisionTrainer:
 
         Each optimizer step consumes a window of ``per_device_train_batch_size × accumulation`` examples.
         On CUDA out-of-memory the window is redone with half the micro-batch and twice the accumulation,
-        so the effective batch and the step count stay the same; under DDP every rank learns of the
-        OOM through an all-reduced flag and backs off together.
+        so the effective batch and the step count stay the same. Under DDP the rank that ran out backs off
+        at once on its own; at the end of the epoch every rank adopts the smallest micro-batch (an
+        all-reduced minimum), so all ranks — and the checkpoint — hold the same decision.
         """
         if isinstance(data, DataLoader):
             return self._train_epoch_from_loader(data)
@@ -219,6 +219,7 @@ class MixedPrecisionTrainer:
             loss_sum += done
             count += len(window)
             start += len(window)
+        self._agree_on_micro_batch()
         self.epoch += 1
         mean = float(loss_sum) / max(count, 1)  # one device→host sync per epoch
         if not math.isfinite(mean):
@@ -228,48 +229,33 @@ class MixedPrecisionTrainer:
     def _train_window(self, data: Dataset, window: list[int], generator: torch.Generator) -> torch.Tensor | None:
         """Forward/backward over one accumulation window, then one optimizer step.
 
-        Returns the window's summed loss, or None when any rank ran out of memory (gradients dropped).
-        Under DDP every rank runs exactly one gradient-syncing backward per window, even after an OOM:
-        DDP's reducer expects it, so a rank that ran out of memory stands in with two examples. Whether
-        any rank did is all-reduced over a CPU group while that backward is being launched and read just
-        before the optimizer step, so agreeing costs the host no waiting when nothing went wrong.
-        Recoverable: an OOM in any forward, and in any backward that launches no collective (all of them
-        on one process; the accumulating ones under DDP). One inside DDP's syncing backward, with its
-        all-reduces in flight, ends the worker; Ray Train restarts it from the last checkpoint.
+        Returns the window's summed loss, or None when this rank ran out of memory: its gradients are
+        dropped and the caller redoes the window in smaller micro-batches. The other ranks need not know
+        (nothing is exchanged per step): under DDP only the window's last backward communicates, this rank
+        launches it exactly once — after the redo — and the others wait for it there, so the gradients and
+        the collectives come out as without the error. An OOM inside that last backward, its all-reduces in
+        flight, cannot be redone: it ends the worker, and Ray Train restarts it from the last checkpoint.
         """
         distributed = _world()[1] > 1
         slices = [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
-        total, oom, any_rank_oom = torch.zeros((), device=self.device), False, None
+        total = torch.zeros((), device=self.device)
         for index, chunk in enumerate(slices):
             last = index == len(slices) - 1
-            if oom and not last:
-                continue  # this rank already failed: skip to the window's syncing micro-batch
             weight = len(chunk) / len(window)  # exact mean over the window, even for uneven micro-batches
-            syncing = last and distributed  # its backward launches DDP's all-reduces: it cannot be redone
+            communicates = last and distributed  # DDP's all-reduces: once launched, they cannot be taken back
             try:
-                loss = self._micro_loss(data, chunk if not oom else chunk[:2], index, generator, sync=last)
-                if not syncing:
+                loss = self._micro_loss(data, chunk, index, generator, sync=last)
+                if not communicates:
                     self._backward(loss, weight, sync=last)
             except torch.OutOfMemoryError:
                 if not self.oom_recovery:
                     raise
-                oom = True
-                if not distributed:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    return None
+                self.optimizer.zero_grad(set_to_none=True)
                 self._skip_buffer_broadcast()
-                if not last:
-                    continue
-                self._free_cache()
-                loss = self._micro_loss(data, chunk[:2], index, generator, sync=True)
-            if syncing:
-                if self.oom_recovery:
-                    any_rank_oom = _any_rank(oom, self._flag_group())
+                return None
+            if communicates:
                 self._backward(loss, weight, sync=True)
             total += loss.detach().float() * len(chunk)
-        if any_rank_oom is not None and any_rank_oom():
-            self.optimizer.zero_grad(set_to_none=True)  # every rank drops the window's (stand-in) gradients
-            return None
         self._optimizer_step()
         return total
 
@@ -288,12 +274,12 @@ class MixedPrecisionTrainer:
             self.scaler.scale(loss * weight).backward()
 
     def _skip_buffer_broadcast(self) -> None:
-        """After a forward that ran out of memory under DDP: the stand-in forward must not broadcast buffers.
+        """Before redoing a window after an out-of-memory error under DDP: its first forward must not broadcast.
 
         DDP broadcasts module buffers (BatchNorm statistics) from rank 0 at the start of a window's first
-        forward, before the module runs, and re-arms that after the window's syncing forward. A forward that
-        failed inside the module has broadcast already (or was not due to), so a second broadcast would meet
-        the other ranks' gradient all-reduce instead.
+        forward, before the module runs, and re-arms that only when a syncing forward completes. This window
+        has broadcast already (or was not due to), so a second broadcast would meet the other ranks' gradient
+        all-reduce instead.
         """
         if hasattr(self.model, "require_forward_param_sync"):
             self.model.require_forward_param_sync = False
@@ -302,16 +288,15 @@ class MixedPrecisionTrainer:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _flag_group(self) -> Any:
-        """A CPU (gloo) process group for the OOM flag: agreeing over it never waits for the GPU's queue.
-
-        An out-of-memory error is raised on the host when an allocation fails, so the flag is known before
-        any kernel finishes; an NCCL all-reduce of it would make the host wait for the whole queued forward.
-        """
-        if self._gloo is None:
-            # Its own group even under gloo, so the flag never interleaves with DDP's collectives.
-            self._gloo = dist.new_group(backend="gloo")
-        return self._gloo
+    def _agree_on_micro_batch(self) -> None:
+        """Under DDP: every rank takes the smallest micro-batch any rank backed off to (once per epoch)."""
+        if _world()[1] == 1 or not self.oom_recovery:
+            return
+        smallest = torch.tensor([self.batch_size], device=self.device)  # NCCL reduces CUDA tensors only
+        dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+        while self.batch_size > int(smallest):  # every rank started from the same size and only ever halved
+            self.batch_size //= 2
+            self.accumulation *= 2
 
     def _back_off(self) -> None:
         if self.batch_size == 1:
@@ -443,19 +428,6 @@ def _fetch(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tenso
     if hasattr(data, "__getitems__"):
         return data.__getitems__(indices)
     return default_collate([data[i] for i in indices])
-
-
-def _any_rank(flag: bool, group: Any) -> Callable[[], bool]:
-    """Start a tiny all-reduce of ``flag`` over a CPU group; the function returned waits for it and
-    says whether any rank set it."""
-    tensor = torch.tensor([1.0 if flag else 0.0])
-    work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group, async_op=True)
-
-    def any_rank() -> bool:
-        work.wait()
-        return bool(tensor.item())
-
-    return any_rank
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
