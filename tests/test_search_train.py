@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from deepseek_ray.config import SearchConfig
@@ -99,6 +101,13 @@ def test_an_out_of_memory_on_one_rank_backs_off_every_rank(ray_address, tmp_path
     assert (state["trainer"]["batch_size"], state["trainer"]["accumulation"]) == (8, 2)  # both ranks backed off
     for key, value in reference.best_weights.items():
         assert torch.allclose(value, drilled.best_weights[key], atol=1e-5), key
+    # Inside the syncing backward (all-reduces in flight) no redo is possible: the worker ends, leaves the
+    # micro-batch to restart with, and the restarted run still ends with the weights of a run without OOM.
+    restarted = train(settings(**plain, inject_oom={"rank": 1, "step": 2, "where": "backward"}), data,
+                      name="oom-backward", storage_path=tmp_path, workers=2, max_failures=1)
+    assert json.loads((tmp_path / "oom-backward" / "oom_micro_batch.json").read_text()) == {"micro_batch": 8}
+    for key, value in reference.best_weights.items():
+        assert torch.allclose(value, restarted.best_weights[key], atol=1e-5), key
 
 
 def test_an_out_of_memory_under_ddp_with_batchnorm_buffers(ray_address, tmp_path):

@@ -214,7 +214,7 @@ class MixedPrecisionTrainer:
             done = self._train_window(data, window, generator)
             if done is None:  # out of memory somewhere: redo the same examples in smaller micro-batches
                 generator.set_state(state)
-                self._back_off()
+                self.back_off()
                 continue
             loss_sum += done
             count += len(window)
@@ -234,7 +234,8 @@ class MixedPrecisionTrainer:
         (nothing is exchanged per step): under DDP only the window's last backward communicates, this rank
         launches it exactly once — after the redo — and the others wait for it there, so the gradients and
         the collectives come out as without the error. An OOM inside that last backward, its all-reduces in
-        flight, cannot be redone: it ends the worker, and Ray Train restarts it from the last checkpoint.
+        flight, cannot be redone: it propagates (``deepseek_ray.train`` then ends the worker and has Ray Train
+        restart the group from the last checkpoint at half the micro-batch).
         """
         distributed = _world()[1] > 1
         slices = [window[i : i + self.batch_size] for i in range(0, len(window), self.batch_size)]
@@ -298,7 +299,14 @@ class MixedPrecisionTrainer:
             self.batch_size //= 2
             self.accumulation *= 2
 
-    def _back_off(self) -> None:
+    def back_off(self) -> None:
+        """Halve the micro-batch and double the accumulation: the effective batch stays the same.
+
+        >>> trainer = MixedPrecisionTrainer(nn.Linear(2, 2), per_device_train_batch_size=16)
+        >>> trainer.back_off()
+        >>> trainer.batch_size, trainer.accumulation
+        (8, 2)
+        """
         if self.batch_size == 1:
             raise torch.OutOfMemoryError("out of memory with a micro-batch of 1: the model does not fit")
         self._free_cache()

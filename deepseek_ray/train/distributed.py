@@ -8,6 +8,7 @@ group resumes at the next epoch and early stopping survives the restart.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from .launcher import TRAIN_ENV, ProgressRelay, ProgressTail, TorchBackendConfig
 
 ProgressFn = Callable[[str], None]
 STATE_FILE = "trainer_state.pt"
+MICRO_BATCH_FILE = "oom_micro_batch.json"  # in the run's folder: what a restart after an OOM starts from
 
 
 @dataclass
@@ -49,7 +51,9 @@ class TrainSettings:
     mode: str = "max"
     task: str = "classification"  # or "regression" (MSE loss, val_mae)
     fail_at_epoch: int | None = None  # failure drill: the first attempt raises after this epoch
-    inject_oom: dict[str, int] | None = None  # OOM drill: {"rank": r, "step": s} raises one OOM on rank r at step s
+    # OOM drill: {"rank": r, "step": s} raises one OOM in rank r's forward at step s; with "where": "backward",
+    # at the end of its backward (DDP's all-reduces launched) whenever it runs at the first micro-batch size.
+    inject_oom: dict[str, Any] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -87,11 +91,12 @@ def build_trainer(settings: TrainSettings, num_classes: int, distributed: bool):
     )
 
 
-def inject_oom(trainer: Any, step: int) -> None:
-    """Make the network's own forward raise one out-of-memory error at optimizer step ``step``.
+def inject_oom(trainer: Any, step: int, where: str = "forward") -> None:
+    """Make the network raise an out-of-memory error at optimizer step ``step``, as a real CUDA OOM would.
 
-    It fires inside the wrapped module, after DDP's pre-forward collectives, where a real CUDA OOM
-    strikes; the trainer must then back off on every rank.
+    ``"forward"``: once, inside the wrapped module, after DDP's pre-forward collectives. ``"backward"``: at
+    the end of the network's backward, every time it runs at the micro-batch size it started with — under
+    DDP, in the syncing backward, with the all-reduces in flight: the one place the trainer cannot redo.
 
     >>> from deepseek_ray.optim import MixedPrecisionTrainer
     >>> trainer = MixedPrecisionTrainer(torch.nn.Linear(2, 2))
@@ -106,13 +111,47 @@ def inject_oom(trainer: Any, step: int) -> None:
     """
     network = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     fired: list[bool] = []
+    first_micro_batch = trainer.batch_size
 
-    def hook(module: torch.nn.Module, inputs: Any) -> None:
+    def before_forward(module: torch.nn.Module, inputs: Any) -> None:
         if module.training and trainer.step == step and not fired:  # a training forward, not evaluation
             fired.append(True)
             raise torch.OutOfMemoryError(f"injected out of memory at step {step}")
 
-    network.register_forward_pre_hook(hook)
+    def after_backward(module: torch.nn.Module, grad_input: Any, grad_output: Any) -> None:
+        if trainer.step == step and trainer.batch_size == first_micro_batch:
+            raise torch.OutOfMemoryError(f"injected out of memory in the backward of step {step}")
+
+    if where == "forward":
+        network.register_forward_pre_hook(before_forward)
+    else:
+        network.register_full_backward_hook(after_backward)
+
+
+def use_recorded_micro_batch(trainer: Any, hint: Path | None) -> None:
+    """Start from the micro-batch a previous attempt of this run had to back off to (see :func:`record_micro_batch`)."""
+    if hint is None or not hint.exists():
+        return
+    smaller = json.loads(hint.read_text())["micro_batch"]
+    while trainer.batch_size > smaller:
+        trainer.back_off()
+
+
+def record_micro_batch(hint: Path | None, micro_batch: int) -> None:
+    """Leave the micro-batch a restart should use, after an OOM the trainer could not redo in place.
+
+    That one is an OOM inside DDP's syncing backward: the worker ends, and Ray Train restarts the group from the
+    last checkpoint, which holds the micro-batch that ran out. The file sits in the run's folder on the storage
+    path, which every node of a multi-node run shares; several ranks writing it keep the smallest value.
+    """
+    if hint is None or micro_batch < 1:  # a micro-batch of 1 ran out: the model does not fit, nothing to record
+        return
+    if hint.exists() and json.loads(hint.read_text())["micro_batch"] <= micro_batch:
+        return
+    hint.parent.mkdir(parents=True, exist_ok=True)
+    partial = hint.with_name(f"{hint.name}.{os.getpid()}")
+    partial.write_text(json.dumps({"micro_batch": micro_batch}))
+    os.replace(partial, hint)
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -137,7 +176,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     trainer = build_trainer(settings, data.num_classes, distributed=context.get_world_size() > 1)
     trainer.total_steps = settings.epochs * trainer.steps_per_epoch(data.train)
     if settings.inject_oom is not None and settings.inject_oom["rank"] == rank:
-        inject_oom(trainer, settings.inject_oom["step"])
+        inject_oom(trainer, settings.inject_oom["step"], settings.inject_oom.get("where", "forward"))
+    hint = Path(loop_config["run_dir"]) / MICRO_BATCH_FILE if loop_config.get("run_dir") else None
 
     best, best_weights, stale = None, None, 0
     checkpoint = ray.train.get_checkpoint()
@@ -146,6 +186,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
         trainer.load_state_dict(state["trainer"])
         best, best_weights, stale = state["best"], state["best_weights"], state["stale"]
+    use_recorded_micro_batch(trainer, hint)
 
     first_attempt = checkpoint is None
     submitted_at = loop_config.get("submitted_at")
@@ -155,7 +196,11 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         # the attempts before it). Wall clock: the driver and the workers share it on one machine. Both
         # tensors live on the trainer's device: NCCL reduces only CUDA tensors.
         startup = torch.tensor([time.time() - submitted_at], dtype=torch.float64, device=trainer.device) if submitted_at else None
-        train_loss = torch.tensor(trainer.train_epoch(data.train), device=trainer.device)
+        try:
+            train_loss = torch.tensor(trainer.train_epoch(data.train), device=trainer.device)
+        except torch.OutOfMemoryError:  # the trainer redoes every OOM it can; this one ends the worker
+            record_micro_batch(hint, trainer.batch_size // 2)
+            raise
         if dist.is_initialized():
             dist.all_reduce(train_loss)
             train_loss /= dist.get_world_size()
@@ -239,7 +284,7 @@ def train(
         train_loop,
         # The data travels once through the object store; the config itself stays a few hundred bytes.
         train_loop_config={"settings": asdict(settings), "data": ray.put(data), "threads": threads,
-                           "submitted_at": submitted_at},
+                           "submitted_at": submitted_at, "run_dir": str(Path(storage_path).resolve() / name)},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
         torch_config=TorchBackendConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
