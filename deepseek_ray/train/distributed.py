@@ -128,8 +128,8 @@ def inject_oom(trainer: Any, step: int, where: str = "forward") -> None:
         network.register_full_backward_hook(after_backward)
 
 
-def use_recorded_micro_batch(trainer: Any, hint: Path | None) -> None:
-    """Start from the micro-batch a previous attempt of this run had to back off to (see :func:`record_micro_batch`)."""
+def _use_recorded_micro_batch(trainer: Any, hint: Path | None) -> None:
+    """Start from the micro-batch a previous attempt of this run had to back off to (see :func:`_record_micro_batch`)."""
     if hint is None or not hint.exists():
         return
     smaller = json.loads(hint.read_text())["micro_batch"]
@@ -137,7 +137,7 @@ def use_recorded_micro_batch(trainer: Any, hint: Path | None) -> None:
         trainer.back_off()
 
 
-def record_micro_batch(hint: Path | None, micro_batch: int) -> None:
+def _record_micro_batch(hint: Path | None, micro_batch: int) -> None:
     """Leave the micro-batch a restart should use, after an OOM the trainer could not redo in place.
 
     That one is an OOM inside DDP's syncing backward: the worker ends, and Ray Train restarts the group from the
@@ -186,7 +186,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
         trainer.load_state_dict(state["trainer"])
         best, best_weights, stale = state["best"], state["best_weights"], state["stale"]
-    use_recorded_micro_batch(trainer, hint)
+    _use_recorded_micro_batch(trainer, hint)
 
     first_attempt = checkpoint is None
     submitted_at = loop_config.get("submitted_at")
@@ -199,7 +199,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         try:
             train_loss = torch.tensor(trainer.train_epoch(data.train), device=trainer.device)
         except torch.OutOfMemoryError:  # the trainer redoes every OOM it can; this one ends the worker
-            record_micro_batch(hint, trainer.batch_size // 2)
+            _record_micro_batch(hint, trainer.batch_size // 2)
             raise
         if dist.is_initialized():
             dist.all_reduce(train_loss)
