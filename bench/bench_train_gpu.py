@@ -252,7 +252,7 @@ def loop(config: dict) -> None:
                 for accumulation in config["accumulations"]:
                     record(f"ours, accumulation {accumulation}", model_name, precision, repeat,
                            lambda: ours_run(model_name, precision, steps, device, world, accumulation=accumulation))
-                record("ours, no OOM guard", model_name, precision, repeat,
+                record("ours, oom_recovery off", model_name, precision, repeat,
                        lambda: ours_run(model_name, precision, steps, device, world, oom_recovery=False))
                 record("alone", model_name, precision, repeat, lambda: raw_run(model_name, precision, steps, device, 1))
     if config["compile"]:  # compiling takes a while: once per group, then repeated runs reuse it
@@ -280,7 +280,7 @@ def run_group(gpus: int, args: argparse.Namespace, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-KIND_ORDER = ("raw", "ours", "ours, no OOM guard", "ours, accumulation", "ours+compile", "solo", "alone")
+KIND_ORDER = ("raw", "ours", "ours, oom_recovery off", "ours, accumulation", "ours+compile", "solo", "alone")
 
 
 def summarise(groups: list[dict]) -> str:

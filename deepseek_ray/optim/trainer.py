@@ -296,8 +296,7 @@ class MixedPrecisionTrainer:
         smallest = torch.tensor([self.batch_size], device=self.device)  # NCCL reduces CUDA tensors only
         dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
         while self.batch_size > int(smallest):  # every rank started from the same size and only ever halved
-            self.batch_size //= 2
-            self.accumulation *= 2
+            self._halve_micro_batch()
 
     def back_off(self) -> None:
         """Halve the micro-batch and double the accumulation: the effective batch stays the same.
@@ -310,11 +309,14 @@ class MixedPrecisionTrainer:
         if self.batch_size == 1:
             raise torch.OutOfMemoryError("out of memory with a micro-batch of 1: the model does not fit")
         self._free_cache()
-        self.batch_size //= 2
-        self.accumulation *= 2
+        self._halve_micro_batch()
         self.oom_events += 1
         warnings.warn(f"out of memory: micro-batch now {self.batch_size}, accumulation {self.accumulation} "
                       f"(effective batch unchanged)", stacklevel=3)
+
+    def _halve_micro_batch(self) -> None:
+        self.batch_size //= 2
+        self.accumulation *= 2
 
     def _train_epoch_from_loader(self, loader: DataLoader) -> float:
         """A user's DataLoader: its batches are the micro-batches (no OOM re-splitting possible)."""
