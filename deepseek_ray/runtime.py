@@ -7,10 +7,21 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-_QUIET_LOGGERS = ("ray", "ray.tune", "ray.train", "ray.serve", "ray.data", "mlflow", "alembic", "torch", "onnxscript", "optuna")
+_QUIET_LOGGERS = (
+    "ray",
+    "ray.tune",
+    "ray.train",
+    "ray.serve",
+    "ray.data",
+    "mlflow",
+    "alembic",
+    "torch",
+    "onnxscript",
+    "optuna",
+)
 
 
 _state = {"verbose": True}
@@ -86,15 +97,17 @@ def connect(address: str | None = None, *, verbose: bool = False, namespace: str
         # the token to an explicit address only when told to (RAY_AUTH_MODE=disabled opts out).
         os.environ["RAY_AUTH_MODE"] = "token"
         if "ray" in sys.modules:  # Ray read its config at import: make it read the variable again
-            from ray._raylet import Config
+            from .ray_compat import reload_ray_config
 
-            Config.initialize("")
+            reload_ray_config()
     import ray
 
     if ray.is_initialized():
         return False
     ray.init(
-        address=address, namespace=namespace, log_to_driver=verbose,
+        address=address,
+        namespace=namespace,
+        log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.ERROR,
         include_dashboard=None if not embedded else False,
         runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}} if not verbose else None,
