@@ -53,7 +53,9 @@ def test_unknown_key_is_an_error(tmp_path):
 
 
 def test_every_error_is_listed(tmp_path):
-    errors = errors_of(write(tmp_path, "name: x\ndata: {split: {train: 0.5}}\ntrain: {workers: 0, precision: fp8}\nfoo: 1\n"))
+    errors = errors_of(
+        write(tmp_path, "name: x\ndata: {split: {train: 0.5}}\ntrain: {workers: 0, precision: fp8}\nfoo: 1\n")
+    )
     paths = sorted(e.split(":")[0] for e in errors)
     assert paths == ["data.split", "foo", "train.precision", "train.workers"]
 
@@ -74,7 +76,9 @@ def test_empty_file(tmp_path):
 
 def test_scheduler_type_picks_its_class(tmp_path):
     errors = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch: {scheduler: {type: asha, brackets: 3}}\n"))
-    assert errors == ["search.scheduler.asha.brackets: unknown key (check the spelling; `deepseek-ray schema` lists the allowed keys)"]
+    assert errors == [
+        "search.scheduler.asha.brackets: unknown key (check the spelling; `deepseek-ray schema` lists the allowed keys)"
+    ]
 
 
 def test_overrides_use_dotted_keys(tiny_config_path):
@@ -110,8 +114,13 @@ def test_every_example_validates(example, capsys):
 
 
 def test_text_keys_name_the_field_and_the_allowed_values(tmp_path):
-    errors = errors_of(write(tmp_path, "name: x\ndata:\n  dataset: rotten_tomatoes\n  text: {max_len: 1, tokenizer: '',"
-                                       " augmentation: [shout, {type: random_swap, p: 2}], colour: red}\n"))
+    errors = errors_of(
+        write(
+            tmp_path,
+            "name: x\ndata:\n  dataset: rotten_tomatoes\n  text: {max_len: 1, tokenizer: '',"
+            " augmentation: [shout, {type: random_swap, p: 2}], colour: red}\n",
+        )
+    )
     assert errors[0].startswith("data.text.tokenizer: got ''")
     assert errors[1].startswith("data.text.max_len: got 1; Input should be greater than or equal to 2")
     assert errors[2].startswith("data.text.augmentation.0: got {'type': 'shout'}")
@@ -122,8 +131,13 @@ def test_text_keys_name_the_field_and_the_allowed_values(tmp_path):
 
 
 def test_text_short_and_long_augmentation_forms(tmp_path):
-    cfg = load(write(tmp_path, "name: x\ndata:\n  dataset: rotten_tomatoes\n  text:\n    tokenizer: bpe\n"
-                               "    augmentation: [random_deletion, {type: back_translation, forward: ./en-de}]\n"))
+    cfg = load(
+        write(
+            tmp_path,
+            "name: x\ndata:\n  dataset: rotten_tomatoes\n  text:\n    tokenizer: bpe\n"
+            "    augmentation: [random_deletion, {type: back_translation, forward: ./en-de}]\n",
+        )
+    )
     assert [a.type for a in cfg.data.text.augmentation] == ["random_deletion", "back_translation"]
     assert cfg.data.text.augmentation[1].forward == "./en-de" and cfg.data.text.tokenizer == "bpe"
 
@@ -138,17 +152,23 @@ def test_local_tokenizer_folder_resolves_against_the_file(tmp_path):
 
 def test_window_and_tabular_keys(tmp_path):
     errors = errors_of(write(tmp_path, "name: x\ndata: {dataset: co2, window: {lookback: 0, horizon: soon}}\n"))
-    assert errors[0].startswith("data.window.lookback: got 0") and errors[1].startswith("data.window.horizon: got 'soon'")
+    assert errors[0].startswith("data.window.lookback: got 0") and errors[1].startswith(
+        "data.window.horizon: got 'soon'"
+    )
     (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {year: {median: 3}}}}\n"))
     assert error.startswith("data.tabular.bins:") and "{quantile: n} or {uniform: n}" in error
     (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {age: [30, 18]}}}\n"))
     assert "bins.age: edges must be at least two strictly increasing numbers" in error
-    cfg = load(write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {age: [0, 18, 30, 120]}, scale: false}}\n"))
+    cfg = load(
+        write(tmp_path, "name: x\ndata: {dataset: penguins, tabular: {bins: {age: [0, 18, 30, 120]}, scale: false}}\n")
+    )
     assert cfg.data.tabular.bins == {"age": [0, 18, 30, 120]} and cfg.data.tabular.scale is False
 
 
 def test_options_of_two_kinds_are_an_error(tmp_path):
-    (error,) = errors_of(write(tmp_path, "name: x\ndata: {dataset: co2, window: {lookback: 4}, tabular: {scale: true}}\n"))
+    (error,) = errors_of(
+        write(tmp_path, "name: x\ndata: {dataset: co2, window: {lookback: 4}, tabular: {scale: true}}\n")
+    )
     assert "window and tabular are options of different dataset kinds" in error
 
 
@@ -168,18 +188,303 @@ def test_search_metric_must_fit_the_task(tmp_path):
 
     sunspots = load_dataset("sunspots", lookback=4)
     cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_accuracy}\n"))
-    with pytest.raises(ValueError, match=r"search.metric: val_accuracy is not reported .* allowed: val_mae \(mode min\)"):
+    with pytest.raises(
+        ValueError, match=r"search.metric: val_accuracy is not reported .* allowed: val_mae \(mode min\)"
+    ):
         objective(cfg, sunspots)
-    cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_mae, mode: max}\n"))
-    with pytest.raises(ValueError, match="search.mode: val_mae is better when lower"):
-        objective(cfg, sunspots)
+    # a mode against the metric's direction is refused with the file, whatever the task
+    assert errors_of(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_mae, mode: max}\n")) == [
+        "search.mode: val_mae is better when lower: use mode min, got max"
+    ]
     cfg = load(write(tmp_path, "name: x\ndata: {dataset: sunspots}\nsearch: {metric: val_mae, mode: min}\n"))
     assert objective(cfg, sunspots) == ("val_mae", "min")
 
 
 def test_serving_a_variant_the_file_does_not_export_names_the_field():
-    with pytest.raises(Exception, match="serve.model: 'int4' is not exported by this file; allowed: onnx, int8_dynamic"):
-        ExperimentConfig(name="x", data={"dataset": "digits"}, export={"quantize": [{"type": "int8_dynamic"}]},
-                         serve={"model": "int4"})
-    cfg = ExperimentConfig(name="x", data={"dataset": "digits"}, export={"quantize": [{"type": "int4"}]}, serve={"model": "int4"})
+    with pytest.raises(
+        Exception, match="serve.model: 'int4' is not exported by this file; allowed: onnx, int8_dynamic"
+    ):
+        ExperimentConfig(
+            name="x",
+            data={"dataset": "digits"},
+            export={"quantize": [{"type": "int8_dynamic"}]},
+            serve={"model": "int4"},
+        )
+    cfg = ExperimentConfig(
+        name="x", data={"dataset": "digits"}, export={"quantize": [{"type": "int4"}]}, serve={"model": "int4"}
+    )
     assert cfg.serve.model == "int4"
+
+
+# ---------------------------------------------------------------------- one list per choice, read from registries
+def test_registries_hold_what_the_implementations_register():
+    from deepseek_ray.config import (
+        BIN_STRATEGIES,
+        CALIBRATION_METHODS,
+        COMPILE_MODES,
+        EXPORT_FORMATS,
+        LR_SCHEDULES,
+        METRICS,
+        OPTIMIZERS,
+        QUANTIZE_METHODS,
+        QUANTIZE_RECIPES,
+        STRATEGIES,
+        TEXT_AUGMENTATIONS,
+        TRAINED_TOKENIZERS,
+    )
+    from deepseek_ray.data import AUGMENTATIONS, text
+    from deepseek_ray.export import FORMATS
+    from deepseek_ray.hpo.strategies import make_sampler
+    from deepseek_ray.optim import trainer
+    from deepseek_ray.quantization import METHODS, RECIPES
+
+    assert STRATEGIES.names() == ["random", "grid", "tpe", "gp", "cmaes", "hyperopt", "evolution", "nsga2"]
+    assert type(make_sampler("cmaes", seed=0)).__name__ == "CmaEsSampler"
+    assert set(METRICS.names()) >= {"val_accuracy", "val_mae", "val_loss", "latency_ms"}
+    assert (
+        AUGMENTATIONS
+        == TEXT_AUGMENTATIONS
+        == ("synonym_replacement", "random_swap", "random_deletion", "back_translation")
+    )
+    assert TRAINED_TOKENIZERS.names() == ["wordpiece", "bpe"] and text.train_tokenizer(["a b"], "bpe", 100) is not None
+    assert BIN_STRATEGIES.names() == ["quantile", "uniform"]
+    assert OPTIMIZERS.names() == list(trainer._OPTIMIZERS) and LR_SCHEDULES.names() == list(trainer.SCHEDULES)
+    assert COMPILE_MODES.names() == list(trainer.COMPILE_MODES)
+    assert EXPORT_FORMATS.names() == list(FORMATS)
+    assert METHODS == QUANTIZE_METHODS == ("int8_dynamic", "int8_static", "int4")
+    assert (
+        CALIBRATION_METHODS.names() == ["minmax", "entropy", "percentile"] and list(RECIPES) == QUANTIZE_RECIPES.names()
+    )
+
+
+def test_json_schema_enums_come_from_the_registries():
+    from deepseek_ray.config import COMPILE_MODES, EXPORT_FORMATS, KINDS, OPTIMIZERS, STRATEGIES
+
+    defs = ExperimentConfig.model_json_schema()["$defs"]
+    assert defs["StrategyConfig"]["properties"]["type"]["enum"] == STRATEGIES.names()
+    assert defs["OptimizerConfig"]["properties"]["type"]["enum"] == OPTIMIZERS.names()
+    assert defs["ExportConfig"]["properties"]["formats"]["items"]["enum"] == EXPORT_FORMATS.names()
+    assert defs["TrainConfig"]["properties"]["compile"]["anyOf"][1]["enum"] == COMPILE_MODES.names()
+    assert defs["DataConfig"]["properties"]["kind"]["anyOf"][0]["enum"] == KINDS.names()
+    assert defs["ServeConfig"]["properties"]["model"]["enum"] == ["onnx", "int8_dynamic", "int8_static", "int4"]
+
+
+def test_a_plugin_registered_value_is_allowed():
+    from deepseek_ray.config import OPTIMIZERS
+
+    with pytest.raises(Exception, match="train.optimizer.type: got 'lion'; Input should be 'adamw', 'adam' or 'sgd'"):
+        validate_mapping({"name": "x", "data": {}, "train": {"optimizer": {"type": "lion"}}})
+    OPTIMIZERS.register("lion")(object)
+    try:
+        assert (
+            validate_mapping({"name": "x", "data": {}, "train": {"optimizer": {"type": "lion"}}}).train.optimizer.type
+            == "lion"
+        )
+    finally:
+        OPTIMIZERS._items.pop("lion")
+
+
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        (
+            "data: {}\ntrain: {compile: fast}",
+            "train.compile: got 'fast'; Input should be true, false or 'default', 'reduce-overhead'",
+        ),
+        ("data: {dataset: penguins, tabular: {bins: {year: {median: 3}}}}", "{quantile: n} or {uniform: n}"),
+        (
+            "data: {}\nexport: {quantize: [{type: int8_static, recipe: most}]}",
+            "export.quantize.0.int8_static.recipe: got 'most'; "
+            "Input should be 'auto', 'compute', 'full' or 'transformer'",
+        ),
+        (
+            "data: {}\nexport: {formats: [onnx, coreml]}",
+            "export.formats.1: got 'coreml'; Input should be 'onnx', 'torch_export' or 'tensorrt'",
+        ),
+        (
+            "data: {dataset: x.csv, kind: audio}",
+            "data.kind: got 'audio'; Input should be 'image', 'tabular', 'text' or 'timeseries'",
+        ),
+    ],
+)
+def test_registry_choices_name_the_field_and_the_allowed_values(tmp_path, sections, expected):
+    (error,) = errors_of(write(tmp_path, f"name: x\n{sections}\n"))
+    assert expected in error
+
+
+def validate_mapping(raw):
+    from deepseek_ray.config import validate_mapping as validate
+
+    return validate(raw)
+
+
+# ---------------------------------------------------------------------- semantic checks (the fuzz's findings)
+def test_search_metric_must_be_reported(tmp_path):
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch: {metric: val_acuracy}\n"))
+    assert error.startswith(
+        "search.metric: got 'val_acuracy'; not a metric the trials report; allowed: val_loss, val_accuracy"
+    )
+    (error,) = errors_of(
+        write(
+            tmp_path,
+            "name: x\ndata: {}\nsearch: {metric: [val_accuracy, latncy_ms], mode: [max, min], "
+            "scheduler: {type: fifo}}\n",
+        )
+    )
+    assert "got 'latncy_ms'" in error and "latency_ms" in error
+    for empty in ("''", "[]", "null", "[val_accuracy, '']"):
+        (error,) = errors_of(write(tmp_path, f"name: x\ndata: {{}}\nsearch: {{metric: {empty}}}\n"))
+        assert error.startswith("search.metric: got") and "name the metric to optimise" in error
+    cfg = load(
+        write(
+            tmp_path,
+            "name: x\ndata: {}\nsearch: {metric: [val_accuracy, latency_ms], mode: [max, min], "
+            "scheduler: {type: fifo}}\n",
+        )
+    )
+    assert cfg.search.objectives() == (["val_accuracy", "latency_ms"], ["max", "min"])
+
+
+def test_a_search_alone_may_optimise_any_metric():
+    from deepseek_ray.config import SearchConfig
+
+    # run_trials over a user's function reports what that function yields: only an experiment's trials are fixed
+    assert SearchConfig(metric="loss", mode="min").metric == "loss"
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "hyperband"])
+def test_grace_period_within_max_t(tmp_path, scheduler):
+    (error,) = errors_of(
+        write(
+            tmp_path, f"name: x\ndata: {{}}\nsearch: {{scheduler: {{type: {scheduler}, grace_period: 5, max_t: 4}}}}\n"
+        )
+    )
+    assert error.startswith(f"search.scheduler.{scheduler}: got") and error.endswith(
+        "grace_period (5) must not exceed max_t (4)"
+    )
+    assert load(
+        write(
+            tmp_path, f"name: x\ndata: {{}}\nsearch: {{scheduler: {{type: {scheduler}, grace_period: 4, max_t: 4}}}}\n"
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "key, bound",
+    [
+        (
+            "train: {per_device_train_batch_size: 1000000000000}",
+            "train.per_device_train_batch_size: got 1000000000000; Input should be less than or equal to 65536",
+        ),
+        (
+            "train: {gradient_accumulation: 1000000000000}",
+            "train.gradient_accumulation: got 1000000000000; Input should be less than or equal to 4096",
+        ),
+        (
+            "search: {scheduler: {type: asha, grace_period: 1000000000000, max_t: 4}}",
+            "search.scheduler.asha.grace_period: got 1000000000000; Input should be less than or equal to 100000",
+        ),
+        (
+            "serve: {autoscaling: {max_replicas: 1000000000000}}",
+            "serve.autoscaling.max_replicas: got 1000000000000; Input should be less than or equal to 1024",
+        ),
+        (
+            "search: {budget: {trials: 1000000000000}}",
+            "search.budget.trials: got 1000000000000; Input should be less than or equal to 100000",
+        ),
+        (
+            "search: {batch_size: 1000000000000}",
+            "search.batch_size: got 1000000000000; Input should be less than or equal to 65536",
+        ),
+        (
+            "train: {workers: 1000000000000}",
+            "train.workers: got 1000000000000; Input should be less than or equal to 4096",
+        ),
+        ("seed: 1000000000000", "seed: got 1000000000000; Input should be less than or equal to 4294967295"),
+        (
+            "serve: {autoscaling: {min_replicas: 3, max_replicas: 2}}",
+            "min_replicas (3) must not exceed max_replicas (2)",
+        ),
+    ],
+)
+def test_counts_and_sizes_have_bounds(tmp_path, key, bound):
+    (error,) = errors_of(write(tmp_path, f"name: x\ndata: {{}}\n{key}\n"))
+    assert bound in error
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "search: {budget: {trials: true}}",
+        "train: {epochs: false}",
+        "train: {workers: true}",
+        "search: {cpus_per_trial: true}",
+        "search: {budget: {time: true}}",
+        "seed: true",
+    ],
+)
+def test_a_boolean_is_not_a_number(tmp_path, key):
+    (error,) = errors_of(write(tmp_path, f"name: x\ndata: {{}}\n{key}\n"))
+    assert "expected a number, got " in error and ("got True" in error or "got False" in error)
+
+
+def test_duplicate_yaml_keys_name_their_lines(tmp_path):
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch:\n  concurrency: 2\n  concurrency: 4\n"))
+    assert error == "not valid YAML: line 5, column 3: duplicate key 'concurrency' (first given on line 4)"
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\nname: y\n"))
+    assert "line 3" in error and "duplicate key 'name' (first given on line 1)" in error
+    # a key that a YAML merge (<<) brings in may be overridden: it is not written twice
+    from deepseek_ray.config import load_yaml
+
+    raw = load_yaml(write(tmp_path, "defaults: &d {epochs: 2, workers: 1}\ntrain: {<<: *d, epochs: 3}\n"))
+    assert raw["train"] == {"epochs": 3, "workers": 1}
+
+
+@pytest.mark.parametrize("budget", ["{}", "null", ""])
+def test_an_empty_budget_is_refused(tmp_path, budget):
+    (error,) = errors_of(write(tmp_path, f"name: x\ndata: {{}}\nsearch:\n  budget: {budget}\n"))
+    assert error.startswith("search.budget: got") and "the budget is empty" in error
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch: {budget: {time: 0s}}\n"))
+    assert error.startswith("search.budget.time: got '0s'") or error.startswith("search.budget.time: got 0")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "data: {dataset: %s}",
+        "data: {dataset: rotten_tomatoes, text: {tokenizer: %s}}",
+        "search: {space: %s}",
+        "output_dir: %s",
+        "data: {dataset: data/%s.csv}",
+    ],
+)
+def test_over_long_names_and_paths_are_a_clear_error(tmp_path, key):
+    text = ("data: {}\n" if not key.startswith("data") else "") + key % ("a" * 5000)
+    (error,) = errors_of(write(tmp_path, f"name: x\n{text}\n"))
+    assert (
+        "a path is at most 4096 characters; this one has" in error
+        or "a file or folder name is at most 255 bytes" in error
+    )
+    assert len(error) < 300  # the 5,000-character value is shortened
+    (error,) = errors_of(write(tmp_path, "name: %s\ndata: {}\n" % ("n" * 500)))
+    assert error.startswith("name: got 'nnnn") and "at most 100 characters" in error
+
+
+def test_over_long_file_name_on_the_command_line(capsys):
+    assert main(["validate", "x" * 5000 + ".yaml"]) == 2
+    assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("name: x\ndata: {dataset: %s}\n" % ("a" * 5000), "data.dataset: got 'aaaa"),
+        ("name: x\ndata: {}\nsearch: {metric: val_acuracy}\n", "search.metric: got 'val_acuracy'"),
+        ("name: x\ndata: {}\nsearch: {budget: {trials: true}}\n", "search.budget.trials: got True; expected a number"),
+        ("name: x\ndata: {}\ndata: {}\n", "duplicate key 'data'"),
+    ],
+)
+def test_cli_validate_refuses_with_one_clear_line(tmp_path, capsys, text, expected):
+    assert main(["validate", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err) < 600

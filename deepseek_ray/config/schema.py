@@ -2,23 +2,167 @@
 
 The tree mirrors the runtime tree (Ludwig's rule): ``data`` feeds ``search``, which feeds ``train``,
 ``export`` and ``serve``; ``tracking`` watches them all. Where a section picks an implementation,
-``type:`` names it, and the union of classes below is the list of what is allowed.
-Every model forbids unknown keys, so a typo is an error, not a silently ignored setting.
+``type:`` names it. A plain list of names (strategies, optimizers, compile modes, export formats …) is a
+registry (:mod:`.registries`) filled where each value is implemented; a choice with options of its own
+(schedulers, augmentations, quantizers) is a union of classes here, whose ``type`` names are the list
+and against which the implementation registers. Every model forbids unknown keys, so a typo is an error,
+not a silently ignored setting; counts refuse ``true``/``false``, and sizes, names and paths have bounds.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
+from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from .registries import (
+    BIN_STRATEGIES,
+    CALIBRATION_METHODS,
+    COMPILE_MODES,
+    EXPORT_FORMATS,
+    KINDS,
+    LR_SCHEDULES,
+    METRICS,
+    OPTIMIZERS,
+    QUANTIZE_RECIPES,
+    STRATEGIES,
+    TRAINED_TOKENIZERS,
+)
+from .registry import Registry
 
 
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, values are checked on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ------------------------------------------------------------------------------ value types
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1: `trials: true` would run one trial.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+#: An ``int`` / ``float`` that refuses ``true``/``false`` (YAML booleans), otherwise pydantic's usual parsing.
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+
+# Bounds of counts and sizes: far above any real run, low enough that a typo (10**12) is caught here
+# rather than as an out-of-memory error or an endless search.
+MAX_BATCH = 2**16
+MAX_ACCUMULATION = 4096
+MAX_EPOCHS = 100_000
+MAX_TRIALS = 100_000
+MAX_WORKERS = 4096
+MAX_REPLICAS = 1024
+MAX_CPUS = 1024.0
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds below 2**32
+MAX_PATH = 4096  # Linux PATH_MAX
+MAX_PATH_PART = 255  # bytes of one file or folder name (NAME_MAX)
+MAX_NAME = 100
+
+
+def fits_the_filesystem(value: Any) -> Any:
+    """``value`` (a path or name) if the OS can open it: at most 4096 characters, each part at most 255 bytes.
+
+    >>> fits_the_filesystem('data/train.csv')
+    'data/train.csv'
+    >>> fits_the_filesystem('x' * 300)
+    Traceback (most recent call last):
+    ...
+    ValueError: a file or folder name is at most 255 bytes; this one (xxxxxxxxxxxxxxxxxxxx…) has 300
+    """
+    text = str(value)
+    if len(text) > MAX_PATH:
+        raise ValueError(f"a path is at most {MAX_PATH} characters; this one has {len(text)}")
+    for part in re.split(r"[/\\]", text):
+        if len(part.encode()) > MAX_PATH_PART:
+            raise ValueError(
+                f"a file or folder name is at most {MAX_PATH_PART} bytes; "
+                f"this one ({part[:20]}…) has {len(part.encode())}"
+            )
+    return value
+
+
+#: A string naming a file, a folder or a hub model: bounded so that opening it cannot fail with ENAMETOOLONG.
+PathText = Annotated[str, AfterValidator(fits_the_filesystem)]
+FilePath = Annotated[Path, BeforeValidator(fits_the_filesystem)]
+
+
+def _quoted(names: Iterable[str]) -> str:
+    """``'a', 'b' or 'c'``, as pydantic lists the values of a ``Literal``."""
+    names = [repr(n) for n in names]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+class OneOf:
+    """``Annotated[str, OneOf(REGISTRY)]``: a name the registry (or a function giving names) holds.
+
+    Checked on validation with pydantic's wording for a ``Literal`` ("Input should be 'a' or 'b'"), and
+    written as the JSON Schema's ``enum``; both read the registry when used, never at import time, so
+    ``config`` imports no stage.
+
+    >>> from deepseek_ray.config.registry import Registry
+    >>> SIZES = Registry('size'); _ = SIZES.register('small')(1); _ = SIZES.register('large')(2)
+    >>> TypeAdapter(Annotated[str, OneOf(SIZES)]).validate_python('huge')
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for function-after[check(), str]
+      Input should be 'small' or 'large' [type=literal_error, input_value='huge', input_type=str]
+    >>> TypeAdapter(Annotated[str, OneOf(SIZES)]).json_schema()['enum']
+    ['small', 'large']
+    """
+
+    def __init__(self, names: Registry | Callable[[], Iterable[str]]):
+        self.names = names.names if isinstance(names, Registry) else names
+
+    def check(self, value: str) -> str:
+        allowed = list(self.names())
+        if value not in allowed:
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": _quoted(allowed)})
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        json_schema = handler(schema)
+        json_schema["enum"] = list(self.names())
+        return json_schema
+
+
+def tag(config_class: type[BaseModel]) -> str:
+    """The ``type`` name of one config class of a discriminated union.
+
+    >>> tag(RandomSwapConfig)
+    'random_swap'
+    """
+    return get_args(config_class.model_fields["type"].annotation)[0]
+
+
+def tags(union: Any) -> tuple[str, ...]:
+    """The ``type`` names of a discriminated union of config classes: the list of what is allowed.
+
+    >>> tags(QuantizeConfig)
+    ('int8_dynamic', 'int8_static', 'int4')
+    """
+    return tuple(tag(member) for member in get_args(get_args(union)[0]))
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
@@ -43,12 +187,12 @@ def parse_duration(value: str | float | int | None) -> float | None:
 class SplitConfig(Section):
     """Fractions of the dataset for each split; they must add up to 1."""
 
-    train: float = Field(0.8, gt=0, lt=1)
-    val: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
+    train: Float = Field(0.8, gt=0, lt=1)
+    val: Float = Field(0.1, gt=0, lt=1)
+    test: Float = Field(0.1, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> "SplitConfig":
+    def _sums_to_one(self) -> SplitConfig:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must add up to 1, got {total:g}")
@@ -59,66 +203,86 @@ class MixupConfig(Section):
     """MixUp (Zhang et al. 2018): convex combinations of image pairs and their labels."""
 
     type: Literal["mixup"]
-    alpha: float = Field(0.2, gt=0)
+    alpha: Float = Field(0.2, gt=0, le=100)
 
 
 class CutmixConfig(Section):
     """CutMix (Yun et al. 2019): a box of one image pasted into another, labels mixed by area."""
 
     type: Literal["cutmix"]
-    alpha: float = Field(1.0, gt=0)
+    alpha: Float = Field(1.0, gt=0, le=100)
 
 
 class RandomShiftConfig(Section):
     """Random translation by up to ``pixels`` in each direction (zero padded)."""
 
     type: Literal["random_shift"]
-    pixels: int = Field(2, ge=1, le=8)
+    pixels: Int = Field(2, ge=1, le=8)
 
 
-AugmentConfig = Annotated[Union[MixupConfig, CutmixConfig, RandomShiftConfig], Field(discriminator="type")]
+AugmentConfig = Annotated[MixupConfig | CutmixConfig | RandomShiftConfig, Field(discriminator="type")]
 
 
-# Text: the options of deepseek_ray.data.TextPreprocessor, one class per augmentation.
-TEXT_AUGMENTATIONS = ("synonym_replacement", "random_swap", "random_deletion", "back_translation")
-TRAINED_TOKENIZERS = ("wordpiece", "bpe")
+# Text: the options of deepseek_ray.data.TextPreprocessor, one class per augmentation (deepseek_ray.data.text
+# builds each augmenter from its class).
 
 
 class SynonymReplacementConfig(Section):
     """Replace about a fraction ``p`` of the words with a WordNet synonym (needs WordNet, see the README)."""
 
     type: Literal["synonym_replacement"]
-    p: float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
+    p: Float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
 
 
 class RandomSwapConfig(Section):
     """Swap two random words, about ``p``·n times."""
 
     type: Literal["random_swap"]
-    p: float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
+    p: Float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
 
 
 class RandomDeletionConfig(Section):
     """Drop each word with probability ``p`` (at least one word stays)."""
 
     type: Literal["random_deletion"]
-    p: float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
+    p: Float | None = Field(None, ge=0, le=1, description="Share of words changed; default data.text.p.")
 
 
 class BackTranslationConfig(Section):
     """Translate to a pivot language and back with two MarianMT models (local folders or hub names)."""
 
     type: Literal["back_translation"]
-    forward: str = "Helsinki-NLP/opus-mt-en-de"
-    backward: str = "Helsinki-NLP/opus-mt-de-en"
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(16, ge=1)
+    forward: PathText = Field("Helsinki-NLP/opus-mt-en-de", min_length=1)
+    backward: PathText = Field("Helsinki-NLP/opus-mt-de-en", min_length=1)
+    max_new_tokens: Int = Field(64, ge=1, le=4096)
+    batch_size: Int = Field(16, ge=1, le=MAX_BATCH)
 
 
 TextAugmentConfig = Annotated[
-    Union[SynonymReplacementConfig, RandomSwapConfig, RandomDeletionConfig, BackTranslationConfig],
+    SynonymReplacementConfig | RandomSwapConfig | RandomDeletionConfig | BackTranslationConfig,
     Field(discriminator="type"),
 ]
+#: Every text augmentation: the union's ``type`` names.
+TEXT_AUGMENTATIONS: tuple[str, ...] = tags(TextAugmentConfig)
+_TEXT_AUGMENTATION: TypeAdapter[Any] = TypeAdapter(TextAugmentConfig)
+
+
+def text_augmentation(spec: str | dict[str, Any] | BaseModel) -> Any:
+    """A text augmentation's config from its name or ``{type: name, options}``, with the schema's checks.
+
+    >>> text_augmentation({'type': 'random_swap', 'p': 0.3}).p
+    0.3
+    >>> text_augmentation('shout')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: augmentation: unknown 'shout'; allowed: synonym_replacement, random_swap, random_deletion, ...
+    """
+    if isinstance(spec, BaseModel):
+        return spec
+    options = {"type": spec} if isinstance(spec, str) else dict(spec)
+    if options.get("type") not in TEXT_AUGMENTATIONS:
+        raise ValueError(f"augmentation: unknown {options.get('type')!r}; allowed: {', '.join(TEXT_AUGMENTATIONS)}")
+    return _TEXT_AUGMENTATION.validate_python(options)  # a ValidationError is a ValueError
 
 
 class TextDataConfig(Section):
@@ -129,17 +293,22 @@ class TextDataConfig(Section):
     'random_swap'
     """
 
-    tokenizer: str = Field(
-        "wordpiece", min_length=1,
+    tokenizer: PathText = Field(
+        "wordpiece",
+        min_length=1,
+        json_schema_extra=lambda schema: _examples(schema, TRAINED_TOKENIZERS),
         description="wordpiece | bpe (trained on the training split), a local Hugging Face tokenizer folder or "
-                    "tokenizer.json (relative to the experiment file), or a hub name (needs the network).")
-    max_len: int = Field(64, ge=2, le=4096, description="Token ids per example: longer texts are truncated, shorter padded.")
-    vocab_size: int = Field(8000, ge=100, description="Vocabulary of a trained wordpiece/bpe tokenizer.")
+        "tokenizer.json (relative to the experiment file), or a hub name (needs the network).",
+    )
+    max_len: Int = Field(
+        64, ge=2, le=4096, description="Token ids per example: longer texts are truncated, shorter padded."
+    )
+    vocab_size: Int = Field(8000, ge=100, le=1_000_000, description="Vocabulary of a trained wordpiece/bpe tokenizer.")
     augmentation: list[TextAugmentConfig] = Field(
-        default_factory=list,
-        description="Names or {type: ..., options}: synonym_replacement, random_swap, random_deletion, back_translation.")
-    p: float = Field(0.1, ge=0, le=1, description="Default share of words an augmentation changes.")
-    copies: int = Field(1, ge=0, le=10, description="Augmented copies of each training text, per augmentation.")
+        default_factory=list, description=f"Names or {{type: ..., options}}: {', '.join(TEXT_AUGMENTATIONS)}."
+    )
+    p: Float = Field(0.1, ge=0, le=1, description="Default share of words an augmentation changes.")
+    copies: Int = Field(1, ge=0, le=10, description="Augmented copies of each training text, per augmentation.")
 
     @field_validator("augmentation", mode="before")
     @classmethod
@@ -153,11 +322,10 @@ class TextDataConfig(Section):
 class WindowConfig(Section):
     """Time series: forecast ``horizon`` steps of the target from the last ``lookback`` steps of every column."""
 
-    lookback: int | None = Field(None, ge=1, le=10000, description="Input steps; default: the dataset's own (co2: 52, sunspots: 24).")
-    horizon: int = Field(1, ge=1, le=1000, description="Steps forecast at once.")
-
-
-BIN_STRATEGIES = ("quantile", "uniform")
+    lookback: Int | None = Field(
+        None, ge=1, le=10000, description="Input steps; default: the dataset's own (co2: 52, sunspots: 24)."
+    )
+    horizon: Int = Field(1, ge=1, le=1000, description="Steps forecast at once.")
 
 
 class TabularDataConfig(Section):
@@ -168,9 +336,11 @@ class TabularDataConfig(Section):
     {'quantile': 4}
     """
 
-    bins: dict[str, list[float] | dict[str, int]] = Field(
+    bins: dict[str, list[Float] | dict[str, Int]] = Field(
         default_factory=dict,
-        description="Column → explicit edges [0, 18, 30, 120] (bins closed on the right), {quantile: n} or {uniform: n}.")
+        description="Column → explicit edges [0, 18, 30, 120] (bins closed on the right), or {strategy: n} "
+        "(see the registry data.tabular.bins: quantile, uniform).",
+    )
     scale: bool = Field(True, description="Standardise numeric columns (mean/std of the training split).")
 
     @field_validator("bins")
@@ -178,17 +348,20 @@ class TabularDataConfig(Section):
     def _bin_specs(cls, bins: dict[str, Any]) -> dict[str, Any]:
         for column, spec in bins.items():
             if isinstance(spec, list):
-                if len(spec) < 2 or any(b <= a for a, b in zip(spec, spec[1:])):
-                    raise ValueError(f"bins.{column}: edges must be at least two strictly increasing numbers, got {spec}")
-            elif len(spec) != 1 or next(iter(spec)) not in BIN_STRATEGIES or next(iter(spec.values())) < 2:
-                raise ValueError(f"bins.{column}: got {spec}; allowed: a list of edges, {{quantile: n}} or {{uniform: n}} "
-                                 "with n ≥ 2")
+                if len(spec) < 2 or any(b <= a for a, b in pairwise(spec)):
+                    raise ValueError(
+                        f"bins.{column}: edges must be at least two strictly increasing numbers, got {spec}"
+                    )
+            elif (
+                len(spec) != 1 or next(iter(spec)) not in BIN_STRATEGIES or not 2 <= next(iter(spec.values())) <= 10_000
+            ):
+                strategies = " or ".join(f"{{{name}: n}}" for name in BIN_STRATEGIES.names())
+                raise ValueError(
+                    f"bins.{column}: got {spec}; allowed: a list of edges, {strategies} with 2 ≤ n ≤ 10000"
+                )
         return bins
 
 
-DataKind = Literal["image", "tabular", "text", "timeseries"]
-#: Every dataset kind: the one list (``data.kind`` and the dataset registry use it).
-DATA_KINDS: tuple[str, ...] = get_args(DataKind)
 #: The ``data`` section holding each kind's options → that kind (image datasets have none; ``augment`` is theirs).
 OPTIONS_KIND = {"text": "text", "window": "timeseries", "tabular": "tabular"}
 
@@ -198,14 +371,32 @@ class DataConfig(Section):
     (``text``, ``window`` for time series, ``tabular``); set only the one that fits the dataset.
     """
 
-    dataset: str = Field("mnist5k", description="A registry name (see `deepseek-ray datasets`) or a csv/parquet/jsonl file.")
-    label: str | None = Field(None, description="The label column (file datasets), or the target column to forecast.")
-    kind: DataKind | None = Field(
-        None, description="A file dataset's kind (default: text for one string column, else tabular); "
-                          "registered datasets know theirs.")
+    dataset: PathText = Field(
+        "mnist5k",
+        min_length=1,
+        description="A registry name (see `deepseek-ray datasets`) or a csv/parquet/jsonl file.",
+    )
+    label: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="The label column (file datasets), or the target column to forecast.",
+    )
+    kind: Annotated[str, OneOf(KINDS)] | None = Field(
+        None,
+        description="A file dataset's kind (default: text for one string column, else tabular); "
+        "registered datasets know theirs.",
+    )
     split: SplitConfig = SplitConfig()
-    augment: list[AugmentConfig] = Field(default_factory=list, description="Image augmentation, applied per training batch.")
-    limit: int | None = Field(None, ge=10, description="Use only N examples (shuffled; a time series keeps its first N steps): for smoke tests.")
+    augment: list[AugmentConfig] = Field(
+        default_factory=list, description="Image augmentation, applied per training batch."
+    )
+    limit: Int | None = Field(
+        None,
+        ge=10,
+        le=10**9,
+        description="Use only N examples (shuffled; a time series keeps its first N steps): for smoke tests.",
+    )
     text: TextDataConfig | None = Field(None, description="Tokenizer, max_len and augmentation of a text dataset.")
     window: WindowConfig | None = Field(None, description="lookback and horizon of a time-series dataset.")
     tabular: TabularDataConfig | None = Field(None, description="Binning and scaling of a tabular dataset.")
@@ -226,7 +417,8 @@ class DataConfig(Section):
         >>> DataConfig(dataset='co2', window={'lookback': 12}).options_kind
         'timeseries'
         """
-        return OPTIONS_KIND.get(self.options_key)
+        key = self.options_key
+        return None if key is None else OPTIONS_KIND[key]
 
     def misfit(self, kind: str | None) -> str | None:
         """The first key that does not fit a dataset of ``kind``: an options section of another kind, else
@@ -245,62 +437,100 @@ class DataConfig(Section):
         return wrong
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "DataConfig":
+    def _one_kind(self) -> DataConfig:
         given = [key for key in OPTIONS_KIND if getattr(self, key) is not None]
         if len(given) > 1:
             kinds = ", ".join(f"{key}: {kind}" for key, kind in OPTIONS_KIND.items())
-            raise ValueError(f"{' and '.join(given)} are options of different dataset kinds; keep the one that fits "
-                             f"{self.dataset} ({kinds})")
+            raise ValueError(
+                f"{' and '.join(given)} are options of different dataset kinds; keep the one that fits "
+                f"{self.dataset} ({kinds})"
+            )
         misfit = self.misfit(self.kind)
         if misfit == "augment":
-            raise ValueError("data.augment (random_shift, mixup, cutmix) is for images; for text use data.text.augmentation")
+            raise ValueError(
+                "data.augment (random_shift, mixup, cutmix) is for images; for text use data.text.augmentation"
+            )
         if misfit is not None:
             raise ValueError(f"data.{misfit} is for {OPTIONS_KIND[misfit]} datasets, but kind is {self.kind}")
         return self
 
 
 # ---------------------------------------------------------------------------------------- search
-# Each strategy is one library sampler (deepseek_ray.hpo.strategies.make_searcher says which).
-STRATEGIES = ("random", "grid", "tpe", "gp", "cmaes", "hyperopt", "evolution", "nsga2")
 Mode = Literal["max", "min"]
 
 
 class StrategyConfig(Section):
-    """What to try next: the searcher.
+    """What to try next: the searcher, one of :data:`~deepseek_ray.config.registries.STRATEGIES`.
 
     ``random``/``grid``/``tpe``/``gp``/``cmaes``/``nsga2`` are Optuna's samplers, ``hyperopt`` is
-    HyperOpt's TPE, ``evolution`` is regularized (aging) evolution as an Optuna sampler.
+    HyperOpt's TPE, ``evolution`` is regularized (aging) evolution as an Optuna sampler
+    (:mod:`deepseek_ray.hpo.strategies` registers each).
     """
 
-    type: Literal["random", "grid", "tpe", "gp", "cmaes", "hyperopt", "evolution", "nsga2"] = "tpe"
-    n_startup_trials: int = Field(4, ge=0, description="Random trials before a model-based sampler takes over.")
-    population: int = Field(10, ge=2, description="evolution: trials alive in the population (the oldest dies).")
-    tournament: int = Field(3, ge=1, description="evolution: population members drawn to pick each parent.")
+    type: Annotated[str, OneOf(STRATEGIES)] = "tpe"
+    n_startup_trials: Int = Field(
+        4, ge=0, le=MAX_TRIALS, description="Random trials before a model-based sampler takes over."
+    )
+    population: Int = Field(
+        10, ge=2, le=10_000, description="evolution: trials alive in the population (the oldest dies)."
+    )
+    tournament: Int = Field(3, ge=1, le=10_000, description="evolution: population members drawn to pick each parent.")
+
+    @model_validator(mode="after")
+    def _tournament_within_population(self) -> StrategyConfig:
+        if self.type == "evolution" and self.tournament > self.population:
+            raise ValueError(
+                f"evolution: tournament ({self.tournament}) must not exceed population ({self.population})"
+            )
+        return self
+
+
+def _or(names: list[str]) -> str:
+    """``a, b or c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+_Scheduler = TypeVar("_Scheduler", "AshaSchedulerConfig", "HyperbandSchedulerConfig")
+
+
+def _grace_within_max_t(scheduler: _Scheduler) -> _Scheduler:
+    # A grace period past max_t would never let the scheduler stop a trial: a silently plain search.
+    if scheduler.grace_period > scheduler.max_t:
+        raise ValueError(f"grace_period ({scheduler.grace_period}) must not exceed max_t ({scheduler.max_t})")
+    return scheduler
 
 
 class FifoSchedulerConfig(Section):
     """Run every trial to the end."""
 
     type: Literal["fifo"]
-    max_t: int = Field(4, ge=1, description="Epochs of every trial.")
+    max_t: Int = Field(4, ge=1, le=MAX_EPOCHS, description="Epochs of every trial.")
 
 
 class AshaSchedulerConfig(Section):
     """Asynchronous successive halving: stop the weaker trials early."""
 
     type: Literal["asha"]
-    grace_period: int = Field(1, ge=1, description="Epochs every trial runs before it may be stopped.")
-    max_t: int = Field(4, ge=1, description="Epochs of the longest trial.")
-    reduction_factor: float = Field(2.0, gt=1)
+    grace_period: Int = Field(1, ge=1, le=MAX_EPOCHS, description="Epochs every trial runs before it may be stopped.")
+    max_t: Int = Field(4, ge=1, le=MAX_EPOCHS, description="Epochs of the longest trial.")
+    reduction_factor: Float = Field(2.0, gt=1, le=100)
+
+    @model_validator(mode="after")
+    def _rungs(self) -> AshaSchedulerConfig:
+        return _grace_within_max_t(self)
 
 
 class HyperbandSchedulerConfig(Section):
     """HyperBand with brackets of successive halving."""
 
     type: Literal["hyperband"]
-    max_t: int = Field(4, ge=1)
-    grace_period: int = Field(1, ge=1, description="Epochs of the smallest bracket's first rung.")
-    reduction_factor: float = Field(3.0, gt=1)
+    max_t: Int = Field(4, ge=1, le=MAX_EPOCHS)
+    grace_period: Int = Field(1, ge=1, le=MAX_EPOCHS, description="Epochs of the smallest bracket's first rung.")
+    reduction_factor: Float = Field(3.0, gt=1, le=100)
+
+    @model_validator(mode="after")
+    def _rungs(self) -> HyperbandSchedulerConfig:
+        return _grace_within_max_t(self)
 
 
 class PbtSchedulerConfig(Section):
@@ -312,24 +542,35 @@ class PbtSchedulerConfig(Section):
     """
 
     type: Literal["pbt"]
-    max_t: int = Field(4, ge=2, description="Epochs of every trial.")
-    perturbation_interval: int = Field(1, ge=1, description="Epochs between exploit/explore steps; below max_t.")
-    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="Share of trials copied from (top) and replaced (bottom).")
-    resample_probability: float = Field(0.25, ge=0, le=1, description="Chance a perturbed value is drawn afresh from its domain.")
-    perturbation_factors: tuple[float, float] = Field((0.8, 1.2), description="Otherwise a numeric value is multiplied by one of these.")
-    hyperparameters: list[str] | None = Field(
-        None, description="Keys to perturb; default: every searched float (uniform, loguniform, quniform) in the space.")
+    max_t: Int = Field(4, ge=2, le=MAX_EPOCHS, description="Epochs of every trial.")
+    perturbation_interval: Int = Field(
+        1, ge=1, le=MAX_EPOCHS, description="Epochs between exploit/explore steps; below max_t."
+    )
+    quantile_fraction: Float = Field(
+        0.25, gt=0, le=0.5, description="Share of trials copied from (top) and replaced (bottom)."
+    )
+    resample_probability: Float = Field(
+        0.25, ge=0, le=1, description="Chance a perturbed value is drawn afresh from its domain."
+    )
+    perturbation_factors: tuple[Float, Float] = Field(
+        (0.8, 1.2), description="Otherwise a numeric value is multiplied by one of these."
+    )
+    hyperparameters: list[Annotated[str, Field(min_length=1, max_length=MAX_NAME)]] | None = Field(
+        None, description="Keys to perturb; default: every searched float (uniform, loguniform, quniform) in the space."
+    )
 
     @model_validator(mode="after")
-    def _interval_below_max_t(self) -> "PbtSchedulerConfig":
+    def _interval_below_max_t(self) -> PbtSchedulerConfig:
         if self.perturbation_interval >= self.max_t:
-            raise ValueError(f"perturbation_interval ({self.perturbation_interval}) must be below max_t ({self.max_t}), "
-                             "or no trial is ever perturbed")
+            raise ValueError(
+                f"perturbation_interval ({self.perturbation_interval}) must be below max_t ({self.max_t}), "
+                "or no trial is ever perturbed"
+            )
         return self
 
 
 SchedulerConfig = Annotated[
-    Union[FifoSchedulerConfig, AshaSchedulerConfig, HyperbandSchedulerConfig, PbtSchedulerConfig],
+    FifoSchedulerConfig | AshaSchedulerConfig | HyperbandSchedulerConfig | PbtSchedulerConfig,
     Field(discriminator="type"),
 ]
 
@@ -337,14 +578,16 @@ SchedulerConfig = Annotated[
 class BudgetConfig(Section):
     """The search stops at whichever limit comes first."""
 
-    trials: int = Field(12, ge=1, description="Number of trials.")
-    time: float | None = Field(None, description="Wall-clock limit: seconds or '90s' / '5m' / '1h'.")
-    epochs: int | None = Field(None, ge=1, description="Total training epochs over all trials.")
+    trials: Int = Field(12, ge=1, le=MAX_TRIALS, description="Number of trials.")
+    time: float | None = Field(
+        None, gt=0, le=366 * 24 * 3600, description="Wall-clock limit: seconds or '90s' / '5m' / '1h'."
+    )
+    epochs: Int | None = Field(None, ge=1, le=MAX_TRIALS * 100, description="Total training epochs over all trials.")
 
     @field_validator("time", mode="before")
     @classmethod
     def _parse_time(cls, value: str | float | None) -> float | None:
-        return parse_duration(value)
+        return parse_duration(_not_a_bool(value))
 
 
 class SearchConfig(Section):
@@ -355,35 +598,71 @@ class SearchConfig(Section):
     with ``[max, min]``), which returns the Pareto front and needs the ``fifo`` scheduler.
     """
 
-    space: Path = Field(Path("search_spaces/mnist_cnn.yaml"), description="Search-space YAML, relative to the experiment file.")
+    space: FilePath = Field(
+        Path("search_spaces/mnist_cnn.yaml"), description="Search-space YAML, relative to the experiment file."
+    )
     strategy: StrategyConfig = StrategyConfig()
     scheduler: SchedulerConfig = AshaSchedulerConfig(type="asha")
     budget: BudgetConfig = BudgetConfig()
-    metric: str | list[str] = Field("val_accuracy", description="Reported metric to optimise, or a list of them.")
+    metric: str | list[str] = Field(
+        "val_accuracy",
+        description="Reported metric to optimise, or a list of them (an experiment file's trials "
+        "report those of the registry search.metric: `deepseek-ray schema` lists them).",
+    )
     mode: Mode | list[Mode] = Field("max", description="max or min, one per metric.")
-    concurrency: int = Field(2, ge=1, description="Trials running at once.")
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_failures: int = Field(1, ge=0, description="Retries of a trial that raised (or whose loss became NaN).")
-    batch_size: int = Field(64, ge=1, description="Mini-batch size inside a trial.")
+    concurrency: Int = Field(2, ge=1, le=1024, description="Trials running at once.")
+    cpus_per_trial: Float = Field(1.0, gt=0, le=MAX_CPUS)
+    gpus_per_trial: Float = Field(0.0, ge=0, le=64)
+    max_failures: Int = Field(
+        1, ge=0, le=1000, description="Retries of a trial that raised (or whose loss became NaN)."
+    )
+    batch_size: Int = Field(64, ge=1, le=MAX_BATCH, description="Mini-batch size inside a trial.")
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_not_empty(cls, value: Any) -> Any:
+        # `budget:` or `budget: {}` reads as "no limit" but would run the default 12 trials.
+        if value is None or value == {}:
+            raise ValueError("the budget is empty: give trials, time and/or epochs (or leave budget out for 12 trials)")
+        return value
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric_named(cls, value: Any) -> Any:
+        names = value if isinstance(value, list) else [value]
+        if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+            raise ValueError(
+                "name the metric to optimise, e.g. val_accuracy (or a list such as [val_accuracy, latency_ms])"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"lists a metric twice: {names}")
+        return value
 
     @model_validator(mode="after")
-    def _objectives_agree(self) -> "SearchConfig":
+    def _objectives_agree(self) -> SearchConfig:
         metrics, modes = self.objectives()
         if len(metrics) != len(modes):
             raise ValueError(f"metric and mode need one entry each: got {len(metrics)} metric(s), {len(modes)} mode(s)")
         if len(metrics) > 1 and self.scheduler.type == "pbt":
-            raise ValueError(f"scheduler pbt ranks trials by one metric; a multi-objective search ({metrics}) needs scheduler type fifo")
+            raise ValueError(
+                f"scheduler pbt ranks trials by one metric; a multi-objective search ({metrics}) "
+                "needs scheduler type fifo"
+            )
         if len(metrics) > 1 and self.scheduler.type != "fifo":
-            raise ValueError(f"a multi-objective search ({metrics}) needs scheduler type fifo, got {self.scheduler.type!r}")
-        if len(metrics) > 1 and self.strategy.type in ("cmaes", "hyperopt", "evolution", "grid"):
-            raise ValueError(f"strategy {self.strategy.type!r} optimises one metric; for {metrics} use nsga2, tpe, gp or random")
+            raise ValueError(
+                f"a multi-objective search ({metrics}) needs scheduler type fifo, got {self.scheduler.type!r}"
+            )
+        if len(metrics) > 1 and not STRATEGIES[self.strategy.type].multi_objective:
+            several = [name for name, strategy in STRATEGIES.items() if strategy.multi_objective]
+            raise ValueError(f"strategy {self.strategy.type!r} optimises one metric; for {metrics} use {_or(several)}")
         return self
 
     def objectives(self) -> tuple[list[str], list[str]]:
         """``(metrics, modes)`` as lists, one entry per objective.
 
-        >>> SearchConfig(metric=['val_accuracy', 'latency_ms'], mode=['max', 'min'], scheduler={'type': 'fifo'}).objectives()
+        >>> search = SearchConfig(metric=['val_accuracy', 'latency_ms'], mode=['max', 'min'],
+        ...                       scheduler={'type': 'fifo'})
+        >>> search.objectives()
         (['val_accuracy', 'latency_ms'], ['max', 'min'])
         """
         as_list = lambda v: list(v) if isinstance(v, list) else [v]  # noqa: E731
@@ -394,43 +673,70 @@ class SearchConfig(Section):
 class OptimizerConfig(Section):
     """The optimizer; ``lr`` comes from the search unless given here."""
 
-    type: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    type: Annotated[str, OneOf(OPTIMIZERS)] = "adamw"
+    lr: Float | None = Field(None, gt=0, le=10)
+    weight_decay: Float = Field(0.01, ge=0, le=10)
 
 
 class LrSchedulerConfig(Section):
     """Learning-rate schedule after a linear warmup."""
 
-    type: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
+    type: Annotated[str, OneOf(LR_SCHEDULES)] = "cosine"
+    warmup_steps: Int = Field(0, ge=0, le=10**9)
 
 
 class TrainConfig(Section):
     """The final training run: Ray Train ``TorchTrainer`` over ``workers`` processes."""
 
-    epochs: int = Field(10, ge=1)
-    workers: int = Field(2, ge=1)
+    epochs: Int = Field(10, ge=1, le=MAX_EPOCHS)
+    workers: Int = Field(2, ge=1, le=MAX_WORKERS)
     use_gpu: bool = False
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        False, description="torch.compile the model; a mode name picks its mode (reduce-overhead: CUDA graphs, fastest on GPUs).")
-    per_device_train_batch_size: int = Field(64, ge=1)
+    compile: bool | str = Field(
+        False,
+        json_schema_extra=lambda schema: _compile_json_schema(schema),
+        description="torch.compile the model; a mode name picks its mode "
+        "(reduce-overhead: CUDA graphs, fastest on GPUs).",
+    )
+    per_device_train_batch_size: Int = Field(64, ge=1, le=MAX_BATCH)
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: LrSchedulerConfig = LrSchedulerConfig()
-    gradient_accumulation: int = Field(1, ge=1)
-    clip_grad_norm: float | None = Field(1.0, gt=0)
-    early_stopping_patience: int | None = Field(3, ge=1, description="Epochs without a better val metric before stopping.")
-    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint.")
+    gradient_accumulation: Int = Field(1, ge=1, le=MAX_ACCUMULATION)
+    clip_grad_norm: Float | None = Field(1.0, gt=0)
+    early_stopping_patience: Int | None = Field(
+        3, ge=1, le=MAX_EPOCHS, description="Epochs without a better val metric before stopping."
+    )
+    max_failures: Int = Field(2, ge=0, le=1000, description="Worker-group restarts from the last checkpoint.")
     baseline: bool = Field(
-        True, description="Also score a simple baseline on the same test split: images: a plain 2-conv CNN with the same "
-                          "recipe; tabular: scikit-learn logistic (or ridge) regression on the same features; time series: "
-                          "the last observed value (persistence); text: the majority class.")
+        True,
+        description="Also score a simple baseline on the same test split: images: a plain 2-conv CNN with the same "
+        "recipe; tabular: scikit-learn logistic (or ridge) regression on the same features; time series: "
+        "the last observed value (persistence); text: the majority class.",
+    )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: Any) -> Any:
+        # One message for the bool-or-mode union (pydantic would report each member's failure).
+        if isinstance(value, bool) or value in COMPILE_MODES:
+            return value
+        raise PydanticCustomError(
+            "literal_error", "Input should be true, false or {expected}", {"expected": _quoted(COMPILE_MODES.names())}
+        )
+
+
+def _examples(schema: dict[str, Any], registry: Registry) -> None:
+    schema["examples"] = registry.names()
+
+
+def _compile_json_schema(schema: dict[str, Any]) -> None:
+    schema["anyOf"] = [{"type": "boolean"}, {"type": "string", "enum": COMPILE_MODES.names()}]
 
 
 # ---------------------------------------------------------------------------------------- export
 class Int8DynamicConfig(Section):
-    """Post-training int8: weights per channel, activations quantized on the fly (MatMul, Gemm, Attention, LSTM, GRU, Gather)."""
+    """Post-training int8: weights per channel, activations quantized on the fly (MatMul, Gemm, Attention, LSTM, GRU,
+    Gather)."""
 
     type: Literal["int8_dynamic"]
     per_channel: bool = True
@@ -440,21 +746,25 @@ class Int8StaticConfig(Section):
     """Post-training int8 QDQ: weights per channel, activation ranges from training examples."""
 
     type: Literal["int8_static"]
-    calibration_samples: int = Field(256, ge=1, description="Training examples that set the activation ranges.")
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: Int = Field(
+        256, ge=1, le=1_000_000, description="Training examples that set the activation ranges."
+    )
+    calibration_method: Annotated[str, OneOf(CALIBRATION_METHODS)] = "minmax"
     per_channel: bool = True
-    recipe: Literal["auto", "compute", "full", "transformer"] = Field(
-        "auto", description="compute: Conv/MatMul/Gemm (and the Relu/pooling between them) static, elementwise "
-                            "arithmetic in float; full: every supported node static; transformer: MatMul/Gemm/Gather "
-                            "static, the MatMuls after GELU dynamic, norms/softmax in float; auto: transformer for "
-                            "graphs with attention, else compute.")
+    recipe: Annotated[str, OneOf(QUANTIZE_RECIPES)] = Field(
+        "auto",
+        description="compute: Conv/MatMul/Gemm (and the Relu/pooling between them) static, elementwise "
+        "arithmetic in float; full: every supported node static; transformer: MatMul/Gemm/Gather "
+        "static, the MatMuls after GELU dynamic, norms/softmax in float; auto: transformer for "
+        "graphs with attention, else compute.",
+    )
 
 
 class Int4Config(Section):
     """Weight-only int4 (ONNX Runtime's MatMulNBits / GatherBlockQuantized): 4 bits + one scale per block."""
 
     type: Literal["int4"]
-    block_size: int = Field(128, description="Weights per scale: a power of two, 16–256.")
+    block_size: Int = Field(128, description="Weights per scale: a power of two, 16–256.")
 
     @field_validator("block_size")
     @classmethod
@@ -464,7 +774,9 @@ class Int4Config(Section):
         return value
 
 
-QuantizeConfig = Annotated[Union[Int8DynamicConfig, Int8StaticConfig, Int4Config], Field(discriminator="type")]
+QuantizeConfig = Annotated[Int8DynamicConfig | Int8StaticConfig | Int4Config, Field(discriminator="type")]
+#: Every quantizer: the union's ``type`` names (:mod:`deepseek_ray.quantization` registers one per class).
+QUANTIZE_METHODS: tuple[str, ...] = tags(QuantizeConfig)
 
 
 class ExportConfig(Section):
@@ -474,23 +786,31 @@ class ExportConfig(Section):
     by ``deepseek_ray.quantization.quantize(model.onnx, method=type, calibration=..., **options)``.
     """
 
-    formats: list[Literal["onnx", "torch_export", "tensorrt"]] = Field(
-        default_factory=lambda: ["onnx"], min_length=1,
-        description="onnx (ONNX Runtime), torch_export (torch.export .pt2), tensorrt (needs TensorRT or onnxruntime-gpu).")
-    opset: int = Field(18, ge=13, le=23)
-    optimize_level: int = Field(9, ge=0, le=9, description="0 = no graph optimisation, 7 = all of ONNX Runtime's, 8–9 = + transformer fusions.")
-    parity_tolerance: float = Field(
-        1e-4, gt=0, description="Max |torch − exported| allowed on the test split: in probability (classification, where "
-                                "the classes must also be identical), or relative to the largest |prediction| (regression).")
+    formats: list[Annotated[str, OneOf(EXPORT_FORMATS)]] = Field(
+        default_factory=lambda: ["onnx"],
+        min_length=1,
+        description="onnx (ONNX Runtime), torch_export (torch.export .pt2), "
+        "tensorrt (needs TensorRT or onnxruntime-gpu).",
+    )
+    opset: Int = Field(18, ge=13, le=23)
+    optimize_level: Int = Field(
+        9, ge=0, le=9, description="0 = no graph optimisation, 7 = all of ONNX Runtime's, 8–9 = + transformer fusions."
+    )
+    parity_tolerance: Float = Field(
+        1e-4,
+        gt=0,
+        description="Max |torch − exported| allowed on the test split: in probability (classification, where "
+        "the classes must also be identical), or relative to the largest |prediction| (regression).",
+    )
     quantize: list[QuantizeConfig] = Field(default_factory=list, description="Quantized variants of the ONNX model.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ExportConfig":
+    def _consistent(self) -> ExportConfig:
         if len(set(self.formats)) != len(self.formats):
             raise ValueError(f"formats lists a format twice: {self.formats}")
         kinds = [item.type for item in self.quantize]
         if len(set(kinds)) != len(kinds):
-            raise ValueError(f"quantize lists a type twice: {kinds}; allowed once each: int8_dynamic, int8_static, int4")
+            raise ValueError(f"quantize lists a type twice: {kinds}; allowed once each: {', '.join(QUANTIZE_METHODS)}")
         if self.quantize and "onnx" not in self.formats:
             raise ValueError("quantize works on the ONNX model: add onnx to formats")
         return self
@@ -500,12 +820,12 @@ class ExportConfig(Section):
 class BatchingConfig(Section):
     """Request batching in each replica."""
 
-    min_batch: int = Field(1, ge=1)
-    max_batch: int = Field(32, ge=1)
-    latency_threshold_ms: float = Field(100.0, gt=0)
+    min_batch: Int = Field(1, ge=1, le=MAX_BATCH)
+    max_batch: Int = Field(32, ge=1, le=MAX_BATCH)
+    latency_threshold_ms: Float = Field(100.0, gt=0, le=3_600_000)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "BatchingConfig":
+    def _ordered(self) -> BatchingConfig:
         if self.min_batch > self.max_batch:
             raise ValueError(f"min_batch ({self.min_batch}) must not exceed max_batch ({self.max_batch})")
         return self
@@ -514,22 +834,29 @@ class BatchingConfig(Section):
 class AutoscalingConfig(Section):
     """Replica count bounds for Serve's autoscaler."""
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(2, ge=1)
-    target_ongoing_requests: float = Field(16.0, gt=0)
+    min_replicas: Int = Field(1, ge=0, le=MAX_REPLICAS)
+    max_replicas: Int = Field(2, ge=1, le=MAX_REPLICAS)
+    target_ongoing_requests: Float = Field(16.0, gt=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
 
 
 class ServeConfig(Section):
     """The HTTP endpoint (Ray Serve) over the exported model."""
 
-    route: str = Field("/predict", pattern=r"^/[A-Za-z0-9_\-/]*$")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    route: str = Field("/predict", max_length=256, pattern=r"^/[A-Za-z0-9_\-/]*$")
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    port: Int = Field(8000, ge=1, le=65535)
     batching: BatchingConfig = BatchingConfig()
     autoscaling: AutoscalingConfig = AutoscalingConfig()
-    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
-    model: Literal["onnx", "int8_dynamic", "int8_static", "int4"] = Field(
-        "onnx", description="What the endpoint serves: the fp32 ONNX model, or one of export.quantize's variants.")
+    num_cpus: Float = Field(0.5, gt=0, le=MAX_CPUS, description="CPUs reserved per replica.")
+    model: Annotated[str, OneOf(lambda: ("onnx", *QUANTIZE_METHODS))] = Field(
+        "onnx", description="What the endpoint serves: the fp32 ONNX model, or one of export.quantize's variants."
+    )
 
 
 # -------------------------------------------------------------------------------------- tracking
@@ -537,20 +864,22 @@ class TrackingConfig(Section):
     """MLflow tracking; ``config`` points at an ``mlflow_config.yaml`` whose keys override these."""
 
     enabled: bool = True
-    config: Path | None = Field(None, description="mlflow_config.yaml, relative to the experiment file.")
-    experiment_name: str | None = None
-    tracking_uri: str = "sqlite:///mlflow.db"
-    artifacts_location: str | None = None
-    registered_model_name: str | None = Field(None, description="Defaults to the experiment name.")
+    config: FilePath | None = Field(None, description="mlflow_config.yaml, relative to the experiment file.")
+    experiment_name: str | None = Field(None, min_length=1, max_length=256)
+    tracking_uri: PathText = Field("sqlite:///mlflow.db", min_length=1)
+    artifacts_location: PathText | None = None
+    registered_model_name: str | None = Field(
+        None, min_length=1, max_length=256, description="Defaults to the experiment name."
+    )
 
 
 class MlflowFileConfig(Section):
     """The promised ``mlflow_config.yaml``."""
 
-    experiment_name: str | None = None
-    tracking_uri: str | None = None
-    artifacts_location: str | None = None
-    registered_model_name: str | None = None
+    experiment_name: str | None = Field(None, min_length=1, max_length=256)
+    tracking_uri: PathText | None = None
+    artifacts_location: PathText | None = None
+    registered_model_name: str | None = Field(None, min_length=1, max_length=256)
 
 
 # ------------------------------------------------------------------------------------------ root
@@ -562,9 +891,14 @@ class ExperimentConfig(Section):
     (2, 'tpe')
     """
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="Names the Ray job, Tune experiment, Serve app and MLflow experiment.")
-    seed: int = Field(0, ge=0)
-    output_dir: Path = Field(Path("runs"), description="Where artifacts go (relative to the working directory).")
+    name: str = Field(
+        ...,
+        max_length=MAX_NAME,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="Names the Ray job, Tune experiment, Serve app and MLflow experiment.",
+    )
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
+    output_dir: FilePath = Field(Path("runs"), description="Where artifacts go (relative to the working directory).")
     data: DataConfig
     search: SearchConfig = SearchConfig()
     train: TrainConfig = TrainConfig()
@@ -573,13 +907,34 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _served_model_is_exported(self) -> "ExperimentConfig":
+    def _served_model_is_exported(self) -> ExperimentConfig:
         # Only a quantized choice is checked here: serving needs onnx in export.formats, which the serve stage
         # checks itself (a file without it still runs with --no-serve).
         exported = ["onnx", *(q.type for q in self.export.quantize)]
         if self.serve.model not in exported:
-            raise ValueError(f"serve.model: {self.serve.model!r} is not exported by this file; allowed: "
-                             f"{', '.join(exported)} (export.quantize)")
+            raise ValueError(
+                f"serve.model: {self.serve.model!r} is not exported by this file; allowed: "
+                f"{', '.join(exported)} (export.quantize)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_are_reported(self) -> ExperimentConfig:
+        # An experiment's trials train models, so they report what METRICS lists; a typo would only fail
+        # after the first trial, as a missing key.
+        metrics, modes = self.search.objectives()
+        for metric, mode in zip(metrics, modes, strict=True):  # lengths agree (SearchConfig)
+            if metric not in METRICS:
+                raise ValueError(
+                    f"search.metric: got {metric!r}; not a metric the trials report; allowed: "
+                    f"{', '.join(METRICS.names())}"
+                )
+            best = METRICS[metric].mode
+            if mode != best:
+                raise ValueError(
+                    f"search.mode: {metric} is better when {'higher' if best == 'max' else 'lower'}: "
+                    f"use mode {best}, got {mode}"
+                )
         return self
 
     @property

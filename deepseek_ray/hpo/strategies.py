@@ -16,48 +16,126 @@ Every strategy is one library sampler behind a Ray Tune ``Searcher``:
 Schedulers (``fifo``, ``asha``, ``hyperband``) are Optuna pruners that see each trial's epoch results;
 ``pbt`` changes the trials themselves (weights copied, hyperparameters perturbed), so it is a runner
 of its own (:mod:`.pbt`).
+
+Each strategy is registered here, in :data:`deepseek_ray.config.STRATEGIES`, the one list that
+``search.strategy.type`` (its check, its JSON Schema enum, its error message) reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
 
-from ..config import STRATEGIES, SearchConfig
+from ..config import STRATEGIES, AshaSchedulerConfig, HyperbandSchedulerConfig, SearchConfig
 from .space import SearchSpace
 
 
-def make_sampler(strategy: str, seed: int, n_startup_trials: int = 4, *, space: SearchSpace | None = None,
-                 population: int = 10, tournament: int = 3):
+@dataclass(frozen=True)
+class SamplerOptions:
+    """What a strategy's sampler may use: the seed, ``search.strategy``'s options and the space."""
+
+    seed: int
+    n_startup_trials: int = 4
+    population: int = 10
+    tournament: int = 3
+    space: SearchSpace | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One registered searcher. ``sampler`` builds its Optuna sampler; ``None`` for a searcher that is not
+    Optuna's (``hyperopt``, built by :func:`make_searcher`). ``multi_objective``: it takes several metrics."""
+
+    sampler: Callable[[SamplerOptions], optuna.samplers.BaseSampler] | None
+    multi_objective: bool
+
+
+def _strategy(
+    name: str, *, multi_objective: bool
+) -> Callable[[Callable[[SamplerOptions], Any]], Callable[[SamplerOptions], Any]]:
+    """Register the decorated sampler factory as strategy ``name``."""
+
+    def wrap(make: Callable[[SamplerOptions], Any]) -> Callable[[SamplerOptions], Any]:
+        STRATEGIES.register(name)(Strategy(make, multi_objective))
+        return make
+
+    return wrap
+
+
+@_strategy("random", multi_objective=True)
+def _random(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=o.seed)
+
+
+@_strategy("grid", multi_objective=False)
+def _grid(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    if o.space is None:
+        raise ValueError("grid search needs the search space to enumerate")
+    return optuna.samplers.GridSampler(o.space.grid(), seed=o.seed)
+
+
+@_strategy("tpe", multi_objective=True)
+def _tpe(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    # group=True handles the conditional (per-cell) parameters; constant_liar spreads parallel trials.
+    return optuna.samplers.TPESampler(
+        seed=o.seed, n_startup_trials=o.n_startup_trials, multivariate=True, group=True, constant_liar=True
+    )
+
+
+@_strategy("gp", multi_objective=True)
+def _gp(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=o.seed, n_startup_trials=o.n_startup_trials)
+
+
+@_strategy("cmaes", multi_objective=False)
+def _cmaes(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.CmaEsSampler(
+        seed=o.seed, n_startup_trials=o.n_startup_trials, warn_independent_sampling=False
+    )
+
+
+STRATEGIES.register("hyperopt")(Strategy(None, multi_objective=False))  # HyperOpt's TPE: see make_searcher
+
+
+@_strategy("evolution", multi_objective=False)
+def _evolution(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    return RegularizedEvolutionSampler(population=o.population, tournament=o.tournament, seed=o.seed)
+
+
+@_strategy("nsga2", multi_objective=True)
+def _nsga2(o: SamplerOptions) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=o.seed, population_size=max(4, o.population))
+
+
+def make_sampler(
+    strategy: str,
+    seed: int,
+    n_startup_trials: int = 4,
+    *,
+    space: SearchSpace | None = None,
+    population: int = 10,
+    tournament: int = 3,
+) -> optuna.samplers.BaseSampler:
     """The Optuna sampler behind a strategy name (all but ``hyperopt``).
 
     >>> type(make_sampler('gp', seed=0)).__name__
     'GPSampler'
+    >>> make_sampler('bayes', seed=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: search.strategy.type: unknown 'bayes'; allowed: random, grid, tpe, gp, cmaes, hyperopt, evolution, nsga2
     """
-    if strategy == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if strategy == "grid":
-        if space is None:
-            raise ValueError("grid search needs the search space to enumerate")
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
-    if strategy == "tpe":
-        # group=True handles the conditional (per-cell) parameters; constant_liar spreads parallel trials.
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True,
-                                          constant_liar=True)
-    if strategy == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
-    if strategy == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials, warn_independent_sampling=False)
-    if strategy == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, population))
-    if strategy == "evolution":
-        return RegularizedEvolutionSampler(population=population, tournament=tournament, seed=seed)
-    raise ValueError(f"search.strategy.type: unknown {strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    make = STRATEGIES[STRATEGIES.check(strategy)].sampler
+    if make is None:
+        raise ValueError(f"search.strategy.type: {strategy!r} is not an Optuna sampler; make_searcher builds it")
+    return make(SamplerOptions(seed, n_startup_trials, population, tournament, space))
 
 
-def make_searcher(search: SearchConfig, space: SearchSpace, seed: int):
+def make_searcher(search: SearchConfig, space: SearchSpace, seed: int) -> Any:
     """The Ray Tune searcher for ``search.strategy``: HyperOptSearch, or OptunaSearch over a sampler.
 
     >>> from deepseek_ray.config import SearchConfig
@@ -68,15 +146,26 @@ def make_searcher(search: SearchConfig, space: SearchSpace, seed: int):
     metrics, modes = search.objectives()
     metric, mode = (metrics[0], modes[0]) if len(metrics) == 1 else (metrics, modes)
     strategy = search.strategy
-    if strategy.type == "hyperopt":
+    if STRATEGIES[strategy.type].sampler is None:  # hyperopt, the one searcher that is not an Optuna sampler
         from ray.tune.search.hyperopt import HyperOptSearch
 
-        return HyperOptSearch(space.to_hyperopt(), metric=metric, mode=mode, random_state_seed=seed,
-                              n_initial_points=strategy.n_startup_trials)
+        return HyperOptSearch(  # one metric: SearchConfig refuses hyperopt for several
+            space.to_hyperopt(),
+            metric=metrics[0],
+            mode=modes[0],
+            random_state_seed=seed,
+            n_initial_points=strategy.n_startup_trials,
+        )
     from ray.tune.search.optuna import OptunaSearch
 
-    sampler = make_sampler(strategy.type, seed, strategy.n_startup_trials, space=space,
-                           population=strategy.population, tournament=strategy.tournament)
+    sampler = make_sampler(
+        strategy.type,
+        seed,
+        strategy.n_startup_trials,
+        space=space,
+        population=strategy.population,
+        tournament=strategy.tournament,
+    )
     return OptunaSearch(space.define_by_run, metric=metric, mode=mode, sampler=sampler)
 
 
@@ -92,14 +181,16 @@ def make_pruner(search: SearchConfig):
     >>> type(make_pruner(SearchConfig(scheduler={'type': 'asha', 'max_t': 4}))).__name__
     'SuccessiveHalvingPruner'
     """
-    spec = search.scheduler
-    if spec.type == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(spec.grace_period, spec.max_t),
-                                                      reduction_factor=int(spec.reduction_factor))
-    if spec.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=min(spec.grace_period, spec.max_t), max_resource=spec.max_t,
-                                              reduction_factor=int(spec.reduction_factor))
-    return optuna.pruners.NopPruner()
+    spec = search.scheduler  # dispatched on its config class: the schema's union is the list of schedulers
+    if isinstance(spec, AshaSchedulerConfig):
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.grace_period, reduction_factor=int(spec.reduction_factor)
+        )
+    if isinstance(spec, HyperbandSchedulerConfig):
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.grace_period, max_resource=spec.max_t, reduction_factor=int(spec.reduction_factor)
+        )
+    return optuna.pruners.NopPruner()  # fifo; pbt runs its own loop (.pbt)
 
 
 class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
@@ -138,18 +229,24 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
         finished = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if len(finished) < self.population:
             return
-        alive = sorted(finished, key=lambda t: t.number)[-self.population:]
+        alive = sorted(finished, key=lambda t: t.number)[-self.population :]
         drawn = [alive[i] for i in self._rng.choice(len(alive), self.tournament, replace=False)]
         pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
         parent = pick(drawn, key=lambda t: t.value)
         names = list(parent.params)
-        mutate = {name for name in names if self._rng.rand() < 1.0 / len(names)} or {names[self._rng.randint(len(names))]}
+        mutate = {name for name in names if self._rng.rand() < 1.0 / len(names)} or {
+            names[self._rng.randint(len(names))]
+        }
         self._parents[trial.number] = {"params": parent.params, "distributions": parent.distributions, "mutate": mutate}
 
     def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
         parent = self._parents.get(trial.number)
-        inherit = (parent is not None and param_name not in parent["mutate"] and param_name in parent["params"]
-                   and parent["distributions"][param_name] == param_distribution)
+        inherit = (
+            parent is not None
+            and param_name not in parent["mutate"]
+            and param_name in parent["params"]
+            and parent["distributions"][param_name] == param_distribution
+        )
         if inherit:
             return parent["params"][param_name]
         return self._random.sample_independent(study, trial, param_name, param_distribution)

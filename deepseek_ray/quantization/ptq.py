@@ -68,16 +68,44 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..export import drop_initializer_shapes, input_dtype, onnx_predict, onnx_session, read_metadata, sha256_of
+from ..config import CALIBRATION_METHODS, QUANTIZE_METHODS, QUANTIZE_RECIPES
+from ..export import drop_initializer_shapes, input_dtype, onnx_predict, onnx_session, read_metadata
+from ..files import sha256_of
 
-METHODS = ("int8_dynamic", "int8_static", "int4")
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-RECIPES = ("auto", "compute", "full", "transformer")
+METHODS = QUANTIZE_METHODS  # the schema's quantizer classes (export.quantize) are the list
+# export.quantize's calibration_method: the name of ONNX Runtime's CalibrationMethod each stands for.
+CALIBRATION_METHODS.register("minmax")("MinMax")
+CALIBRATION_METHODS.register("entropy")("Entropy")
+CALIBRATION_METHODS.register("percentile")("Percentile")
 #: what ``int8_static``'s ``compute`` recipe quantizes (the values on the data's own scale stay float)
 COMPUTE_OP_TYPES = ("Conv", "MatMul", "Gemm", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool")
 #: what ``int8_static``'s ``transformer`` recipe quantizes statically (LayerNorm, Softmax, GELU, Add stay float)
 TRANSFORMER_STATIC_OP_TYPES = ("MatMul", "Gemm", "Gather")
 DYNAMIC_OP_TYPES = ["MatMul", "Gemm", "Attention", "LSTM", "GRU", "Gather", "EmbedLayerNormalization"]
+
+# export.quantize's recipe (int8_static): each gives, for the pre-processed model, the op types quantized
+# statically (None: every one ONNX Runtime can) and the nodes quantized dynamically instead.
+QUANTIZE_RECIPES.register("auto")(None)  # resolved in quantize(): transformer for graphs with attention, else compute
+
+
+@QUANTIZE_RECIPES.register("compute")
+def _compute_recipe(prepared: Path) -> tuple[list[str] | None, list[str]]:
+    return list(COMPUTE_OP_TYPES), []
+
+
+@QUANTIZE_RECIPES.register("full")
+def _full_recipe(prepared: Path) -> tuple[list[str] | None, list[str]]:
+    return None, []
+
+
+@QUANTIZE_RECIPES.register("transformer")
+def _transformer_recipe(prepared: Path) -> tuple[list[str] | None, list[str]]:
+    import onnx
+
+    return list(TRANSFORMER_STATIC_OP_TYPES), gelu_fed_matmuls(onnx.load(str(prepared)))
+
+
+RECIPES = tuple(QUANTIZE_RECIPES.names())
 
 
 @dataclass
@@ -218,23 +246,17 @@ def _calibration(source: Path, examples: Any, samples: int) -> ArrayCalibrationR
 def _int8_static(source: Path, output: Path, reader: ArrayCalibrationReader, method: str, per_channel: bool,
                  recipe: str) -> str:
     """Writes the QDQ model; returns the recipe applied (``transformer-static`` where the mixed graph would not load)."""
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                 "percentile": CalibrationMethod.Percentile}[method]
+    calibrate = getattr(CalibrationMethod, CALIBRATION_METHODS[method])
     with tempfile.TemporaryDirectory() as scratch:
         prepared, calibrated = Path(scratch) / "prepared.onnx", Path(scratch) / "calibrated.onnx"
         try:
             quant_pre_process(str(source), str(prepared), auto_merge=True)
         except Exception:  # symbolic shape inference gives up on some dynamic-sequence graphs; ONNX's own suffices
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        ops, dynamic = None, []  # None (full): every operator ONNX Runtime can quantize
-        if recipe == "compute":
-            ops = list(COMPUTE_OP_TYPES)
-        elif recipe == "transformer":
-            ops, dynamic = list(TRANSFORMER_STATIC_OP_TYPES), gelu_fed_matmuls(onnx.load(str(prepared)))
+        ops, dynamic = QUANTIZE_RECIPES[recipe](prepared)
         static = functools.partial(quantize_static, prepared, calibration_data_reader=reader, quant_format=QuantFormat.QDQ,
                                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                    calibrate_method=calibrate, op_types_to_quantize=ops)
