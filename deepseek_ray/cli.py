@@ -11,8 +11,9 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -38,8 +39,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         if with_file:
             sub.add_argument("file", type=Path, help="experiment file (YAML)")
-            sub.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                             help="override a key of the file, e.g. --set train.epochs=2 (repeatable)")
+            sub.add_argument(
+                "--set",
+                dest="overrides",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override a key of the file, e.g. --set train.epochs=2 (repeatable)",
+            )
         if with_ray:
             sub.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
             sub.add_argument("--verbose", action="store_true", help="show Ray's own logs and warnings")
@@ -86,9 +93,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = load(args.file, _overrides(args.overrides))
     if args.command == "validate":
-        print(f"{args.file}: valid ({cfg.name}: dataset {cfg.data.dataset}{_data_options(cfg)}, "
-              f"strategy {cfg.search.strategy.type}, scheduler {cfg.search.scheduler.type}, {cfg.search.budget.trials} trials, "
-              f"{cfg.train.epochs} epochs)")
+        print(
+            f"{args.file}: valid ({cfg.name}: dataset {cfg.data.dataset}{_data_options(cfg)}, "
+            f"strategy {cfg.search.strategy.type}, scheduler {cfg.search.scheduler.type}, "
+            f"{cfg.search.budget.trials} trials, "
+            f"{cfg.train.epochs} epochs)"
+        )
         return 0
     return _with_ray(args, cfg)
 
@@ -98,8 +108,10 @@ def _data_options(cfg: Any) -> str:
     key = cfg.data.options_key
     if key is None:
         return ""
-    shown = {k: [a["type"] for a in v] if k == "augmentation" else v
-             for k, v in getattr(cfg.data, key).model_dump(exclude_none=True).items()}
+    shown = {
+        k: [a["type"] for a in v] if k == "augmentation" else v
+        for k, v in getattr(cfg.data, key).model_dump(exclude_none=True).items()
+    }
     return f" ({key}: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")"
 
 
@@ -115,7 +127,7 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
         embedded = connect(args.address, verbose=args.verbose, namespace=cfg.name)
         reporter.line("embedded local Ray" if embedded else f"joined cluster {args.address or 'RAY_ADDRESS'}")
         if args.command in ("run", "train"):
-            from .train.launcher import prestart_train_helpers
+            from .ray_compat import prestart_train_helpers
 
             prestart_train_helpers()  # up by the time training starts, instead of on its critical path
     serving = False
@@ -126,12 +138,17 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
     else:
         tracker = Tracker.from_config(cfg.tracking, cfg.name)
         stage: Callable[..., Any] = {
-            "search": lambda: pipeline.search_stage(cfg, pipeline.load_data(cfg), reporter, tracker, resume=args.resume),
+            "search": lambda: pipeline.search_stage(
+                cfg, pipeline.load_data(cfg), reporter, tracker, resume=args.resume
+            ),
             "train": lambda: pipeline.train_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
             "export": lambda: pipeline.export_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
             "serve": lambda: pipeline.serve_stage(cfg, reporter),
         }[args.command]
-        with tracker.run(f"{cfg.name}-{args.command}", tags={"deepseek_ray.stage": args.command}), reporter.stage(args.command):
+        with (
+            tracker.run(f"{cfg.name}-{args.command}", tags={"deepseek_ray.stage": args.command}),
+            reporter.stage(args.command),
+        ):
             stage()
         serving = args.command == "serve"
     if serving:
@@ -143,7 +160,11 @@ def _keep_serving(embedded: bool, cfg: Any) -> None:
     """An embedded Ray ends with this process, so hold the endpoint open until Ctrl-C."""
     url = f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route}"
     if not embedded:
-        print(f"\nThe endpoint stays up on the cluster: {url}\nStop it with: serve delete {cfg.name}  (or `serve shutdown`)", flush=True)
+        print(
+            f"\nThe endpoint stays up on the cluster: {url}\n"
+            f"Stop it with: serve delete {cfg.name}  (or `serve shutdown`)",
+            flush=True,
+        )
         return
     print(f"\nServing at {url} — press Ctrl-C to stop.", flush=True)
     # Ctrl-C, and SIGTERM from a process manager, both end serving cleanly (a shell's `&` ignores SIGINT).

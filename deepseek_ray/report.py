@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Any, Iterator, TextIO
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 
 class Reporter:
@@ -31,7 +32,7 @@ class Reporter:
         self.stream.flush()
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator["Reporter"]:
+    def stage(self, name: str) -> Iterator[Reporter]:
         previous, self.current = self.current, name
         began = time.perf_counter()
         self.line("started")
@@ -54,7 +55,7 @@ def table(rows: list[tuple[str, Any]] | list[list[Any]], header: list[str] | Non
     """
     cells = [[str(c) for c in row] for row in ([header] if header else []) + [list(r) for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells]
     if header:
         lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)

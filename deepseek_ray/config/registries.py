@@ -30,6 +30,7 @@ class Metric:
 
     mode: Literal["max", "min"]
     tasks: tuple[str, ...] = ()  # empty: every task
+    by_training: bool = True  # the final training reports it too (not only the search's trials)
 
     def reported_for(self, task: str) -> bool:
         """Whether trials of ``task`` (``classification``, ``regression``) report this metric."""

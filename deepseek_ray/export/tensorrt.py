@@ -12,8 +12,9 @@ Order of preference, decided by :func:`tensorrt_backend`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,9 @@ def tensorrt_backend() -> str:
     )
 
 
-def build_engine(onnx_path: Path, engine_path: Path, example: torch.Tensor, axes: dict[int, str], level: int) -> dict[str, Any]:
+def build_engine(
+    onnx_path: Path, engine_path: Path, example: torch.Tensor, axes: dict[int, str], level: int
+) -> dict[str, Any]:
     """Parse ``onnx_path`` with TensorRT and write a serialized engine to ``engine_path``."""
     import tensorrt as trt
 
@@ -66,15 +69,22 @@ def build_engine(onnx_path: Path, engine_path: Path, example: torch.Tensor, axes
     profile = builder.create_optimization_profile()
     shape = list(example.shape)
     low = [1 if axis in axes else size for axis, size in enumerate(shape)]
-    high = [(MAX_BATCH if axes[axis] == "batch" else MAX_SEQUENCE) if axis in axes else size for axis, size in enumerate(shape)]
+    high = [
+        (MAX_BATCH if axes[axis] == "batch" else MAX_SEQUENCE) if axis in axes else size
+        for axis, size in enumerate(shape)
+    ]
     profile.set_shape(network.get_input(0).name, low, shape, high)
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
     engine_path.write_bytes(bytes(engine))
-    return {"engine": "tensorrt", "tensorrt_version": trt.__version__, "precision": "int8+fp16" if int8 else "fp16",
-            "onnx_path": str(onnx_path)}
+    return {
+        "engine": "tensorrt",
+        "tensorrt_version": trt.__version__,
+        "precision": "int8+fp16" if int8 else "fp16",
+        "onnx_path": str(onnx_path),
+    }
 
 
 def engine_runner(engine_path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -104,4 +114,6 @@ def engine_runner(engine_path: Path) -> Callable[[np.ndarray], np.ndarray]:
 def _has_qdq(onnx_path: Path) -> bool:
     import onnx
 
-    return any(node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node)
+    return any(
+        node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path), load_external_data=False).graph.node
+    )

@@ -15,11 +15,26 @@ from importlib import import_module
 from typing import Any
 
 _HOME = {
-    "HPOConfig": "..config", "SearchResult": ".runner", "TrainingObjective": ".runner", "TrialSettings": ".runner",
-    "forward_latency_ms": ".runner", "pareto_front": ".runner", "run_search": ".runner", "run_trials": ".runner",
-    "DOMAINS": ".space", "KINDS": ".space", "Domain": ".space", "SearchSpace": ".space", "parse_domain": ".space",
-    "RegularizedEvolutionSampler": ".strategies", "make_pruner": ".strategies", "make_sampler": ".strategies",
-    "make_searcher": ".strategies", "sampler_of": ".strategies", "PBTRunner": ".pbt", "check_pbt": ".pbt",
+    "HPOConfig": "..config",
+    "SearchResult": ".runner",
+    "TrainingObjective": ".runner",
+    "TrialSettings": ".runner",
+    "forward_latency_ms": ".runner",
+    "pareto_front": ".runner",
+    "run_search": ".runner",
+    "run_trials": ".runner",
+    "DOMAINS": ".space",
+    "KINDS": ".space",
+    "Domain": ".space",
+    "SearchSpace": ".space",
+    "parse_domain": ".space",
+    "RegularizedEvolutionSampler": ".strategies",
+    "make_pruner": ".strategies",
+    "make_sampler": ".strategies",
+    "make_searcher": ".strategies",
+    "sampler_of": ".strategies",
+    "PBTRunner": ".pbt",
+    "check_pbt": ".pbt",
 }
 __all__ = sorted(_HOME)
 

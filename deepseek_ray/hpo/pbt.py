@@ -22,7 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, SearchConfig
+from ..config import ConfigError, PbtSchedulerConfig, SearchConfig
 from .runner import TrialRecord, _Runner, write_atomically
 from .space import SearchSpace
 
@@ -32,21 +32,32 @@ CHECKPOINTS = "checkpoints"
 def check_pbt(space: SearchSpace, search: SearchConfig) -> None:
     """Refuse PBT where copying weights between trials cannot work, naming the keys that vary.
 
-    >>> space = SearchSpace.from_mapping({'type': 'nas', 'ops': ['conv3x3'], 'cells': 2, 'channels': {'choice': [8, 16]}})
+    >>> space = SearchSpace.from_mapping(
+    ...     {'type': 'nas', 'ops': ['conv3x3'], 'cells': 2, 'channels': {'choice': [8, 16]}})
     >>> check_pbt(space, SearchConfig(scheduler={'type': 'pbt', 'max_t': 4}))
     Traceback (most recent call last):
     ...
     deepseek_ray.config.ConfigError: <space>: 1 error(s)
       - search.scheduler: pbt copies weights between trials, so every trial needs one architecture; channels varies (choice [8, 16]): fix it to one value, or use scheduler fifo, asha or hyperband
-    """
+    """  # noqa: E501  (the doctest's expected message is one line)
     varying = space.varying_architecture()
     if varying:
         shown = lambda key: f"{len(space.ops)} ops" if key == "ops" else _domain_text(space, key)  # noqa: E731
-        raise ConfigError(space.source, [
-            f"search.scheduler: pbt copies weights between trials, so every trial needs one architecture; "
-            f"{key} varies ({shown(key)}): fix it to one value, or use scheduler fifo, asha or hyperband" for key in varying
-        ])
-    space.perturbable(search.scheduler.hyperparameters)  # names any key that may not be perturbed
+        raise ConfigError(
+            space.source,
+            [
+                f"search.scheduler: pbt copies weights between trials, so every trial needs one architecture; "
+                f"{key} varies ({shown(key)}): fix it to one value, or use scheduler fifo, asha or hyperband"
+                for key in varying
+            ],
+        )
+    space.perturbable(_pbt_settings(search).hyperparameters)  # names any key that may not be perturbed
+
+
+def _pbt_settings(search: SearchConfig) -> PbtSchedulerConfig:
+    if not isinstance(search.scheduler, PbtSchedulerConfig):
+        raise ValueError(f"PBT needs search.scheduler type pbt, got {search.scheduler.type!r}")
+    return search.scheduler
 
 
 def _domain_text(space: SearchSpace, key: str) -> str:
@@ -60,7 +71,7 @@ class PBTRunner(_Runner):
     def __init__(self, objective: Any, space: SearchSpace, search: SearchConfig, **kwargs: Any):
         check_pbt(space, search)  # before Ray starts
         super().__init__(objective, space, search, **kwargs)
-        self.pbt = search.scheduler
+        self.pbt = _pbt_settings(search)
         self.mutable = space.perturbable(self.pbt.hyperparameters)
         self.checkpoints = self.state_path.parent / CHECKPOINTS
         self.checkpoints.mkdir(exist_ok=True)
@@ -74,12 +85,23 @@ class PBTRunner(_Runner):
 
     def pending_trial(self) -> TrialRecord | None:
         running = set(self.running.values())
-        return next((r for r in self.state.trials.values() if r.status == "PENDING" and r.trial_id not in running
-                     and r.checkpoint_epoch < self.generation_end()), None)
+        return next(
+            (
+                r
+                for r in self.state.trials.values()
+                if r.status == "PENDING" and r.trial_id not in running and r.checkpoint_epoch < self.generation_end()
+            ),
+            None,
+        )
 
     def next_trial(self) -> TrialRecord | None:
         record = super().next_trial()
-        if record is None and not self.running and not (self.state.stop_reason or self.budget_hit()) and self.exploit_and_explore():
+        if (
+            record is None
+            and not self.running
+            and not (self.state.stop_reason or self.budget_hit())
+            and self.exploit_and_explore()
+        ):
             record = super().next_trial()
         return record
 
@@ -98,8 +120,12 @@ class PBTRunner(_Runner):
 
     def segment_done(self, generator: Any, record: TrialRecord) -> None:
         if record.checkpoint_epoch != len(record.history):
-            return self.fail(generator, record, f"the objective's result at epoch {len(record.history)} has no "
-                                                "'checkpoint', which pbt needs to continue the trial")
+            return self.fail(
+                generator,
+                record,
+                f"the objective's result at epoch {len(record.history)} has no "
+                "'checkpoint', which pbt needs to continue the trial",
+            )
         if len(record.history) >= self.pbt.max_t:
             return self.finish(generator, record, "TERMINATED")
         del self.running[generator]
@@ -129,16 +155,20 @@ class PBTRunner(_Runner):
         ranked = sorted(waiting, key=lambda r: r.history[-1][metric], reverse=self.modes[0] == "max")
         size = math.ceil(len(ranked) * self.pbt.quantile_fraction)
         size = min(size, len(ranked) // 2)  # the top and bottom never overlap
-        top, bottom = ranked[:size], ranked[len(ranked) - size:] if size else []
+        top, bottom = ranked[:size], ranked[len(ranked) - size :] if size else []
         epoch = self.generation_end()
         for record in bottom:
             donor = self.state.rng.choice(top)
             record.params = self.explore(donor.params)
             record.checkpoint = donor.checkpoint
             changed = {k: record.params[k] for k in self.mutable if k in record.params}
-            record.lineage.append({"epoch": epoch, "from": donor.trial_id, "donor_params": dict(donor.params), "params": changed})
-            self.say(f"pbt epoch {epoch}: trial {record.trial_id} takes trial {donor.trial_id}'s weights, "
-                     + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items()))
+            record.lineage.append(
+                {"epoch": epoch, "from": donor.trial_id, "donor_params": dict(donor.params), "params": changed}
+            )
+            self.say(
+                f"pbt epoch {epoch}: trial {record.trial_id} takes trial {donor.trial_id}'s weights, "
+                + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items())
+            )
         self.state.generation += 1
         self.state.save(self.state_path)
         self.drop_unused_checkpoints()
@@ -146,9 +176,11 @@ class PBTRunner(_Runner):
 
     def explore(self, params: dict[str, Any]) -> dict[str, Any]:
         """The donor's configuration with each mutable hyperparameter perturbed."""
-        factors, resample = tuple(self.pbt.perturbation_factors), self.pbt.resample_probability
-        return {key: self.mutable[key].perturb(value, self.state.rng, factors, resample) if key in self.mutable else value
-                for key, value in params.items()}
+        factors, resample = self.pbt.perturbation_factors, self.pbt.resample_probability
+        return {
+            key: self.mutable[key].perturb(value, self.state.rng, factors, resample) if key in self.mutable else value
+            for key, value in params.items()
+        }
 
     def drop_unused_checkpoints(self) -> None:
         used = {r.checkpoint for r in self.state.trials.values()}

@@ -21,11 +21,12 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Literal
 
-from ..config import SearchConfig
+from ..config import METRICS, Metric, SearchConfig
 from .space import SearchSpace
 from .strategies import make_pruner, make_searcher
 from .task import run_objective
@@ -34,6 +35,9 @@ ProgressFn = Callable[[str], None]
 # An objective takes a configuration and a seed and yields one dict of metrics per epoch.
 Objective = Callable[[dict[str, Any], int], Iterator[dict[str, Any]]]
 STATE_FILE = "state.pkl"
+# What a training trial reports besides the trainer's epoch metrics (search.metric's list, with the trainer's).
+METRICS.register("latency_ms")(Metric("min", by_training=False))  # batch-1 CPU forward, measured when a search optimises it
+METRICS.register("params")(Metric("min", by_training=False))  # parameter count
 
 
 # ------------------------------------------------------------------------------ the training trial
@@ -69,8 +73,9 @@ class TrainingObjective:
     space: SearchSpace
     settings: TrialSettings
 
-    def __call__(self, params: dict[str, Any], seed: int, checkpoint: bytes | None = None,
-                 epochs: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
+    def __call__(
+        self, params: dict[str, Any], seed: int, checkpoint: bytes | None = None, epochs: tuple[int, int] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Train epochs ``epochs[0] + 1 … epochs[1]`` (default: all ``max_t``), yielding each epoch's metrics.
 
         PBT runs a trial in segments: ``checkpoint`` (weights, optimizer state and counters, maybe
@@ -89,10 +94,17 @@ class TrainingObjective:
         num_classes = self.settings.model_inputs.get("num_classes", 1)
         augment = build_batch_transform(self.settings.augment, num_classes) if self.settings.augment else None
         trainer = MixedPrecisionTrainer(
-            model, "adamw", params["lr"], weight_decay=params.get("weight_decay", self.settings.weight_decay),
-            scheduler="cosine", warmup_steps=int(params.get("warmup_steps", 0)), clip_grad_norm=1.0,
+            model,
+            "adamw",
+            params["lr"],
+            weight_decay=params.get("weight_decay", self.settings.weight_decay),
+            scheduler="cosine",
+            warmup_steps=int(params.get("warmup_steps", 0)),
+            clip_grad_norm=1.0,
             per_device_train_batch_size=int(params.get("batch_size", self.settings.batch_size)),
-            batch_transform=augment, seed=seed, task=self.settings.task,
+            batch_transform=augment,
+            seed=seed,
+            task=self.settings.task,
         )
         trainer.total_steps = math.ceil(len(self.data.train) / trainer.batch_size) * self.settings.max_t
         if checkpoint is not None:
@@ -101,7 +113,7 @@ class TrainingObjective:
         first, last = epochs or (0, self.settings.max_t)
         for epoch in range(first + 1, last + 1):
             train_loss = trainer.train_epoch(self.data.train)
-            metrics = {f"val_{k}": v for k, v in trainer.evaluate(self.data.val).items()}
+            metrics: dict[str, Any] = {f"val_{k}": v for k, v in trainer.evaluate(self.data.val).items()}
             for split in self.settings.extra_splits:
                 metrics.update({f"{split}_{k}": v for k, v in trainer.evaluate(getattr(self.data, split)).items()})
             metrics.update(train_loss=train_loss, epoch=epoch, params=size)
@@ -187,7 +199,7 @@ class SearchResult:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SearchResult":
+    def load(cls, path: str | Path) -> SearchResult:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no search result at {path}; run `deepseek-ray search` first")
@@ -235,7 +247,7 @@ class SearchState:
         write_atomically(path, cloudpickle.dumps(self))
 
     @staticmethod
-    def load(path: Path) -> "SearchState":
+    def load(path: Path) -> SearchState:
         import cloudpickle
 
         return cloudpickle.loads(path.read_bytes())
@@ -260,8 +272,18 @@ def write_atomically(path: Path, data: bytes) -> None:
 class _Runner:
     """The driver's loop: ask the searcher, launch tasks, read epoch results, prune, record, persist."""
 
-    def __init__(self, objective: Objective, space: SearchSpace, search: SearchConfig, *, name: str, folder: Path,
-                 seed: int, resume: bool, progress: ProgressFn | None):
+    def __init__(
+        self,
+        objective: Objective,
+        space: SearchSpace,
+        search: SearchConfig,
+        *,
+        name: str,
+        folder: Path,
+        seed: int,
+        resume: bool,
+        progress: ProgressFn | None,
+    ):
         import ray
 
         self.space, self.search, self.name, self.seed, self.progress = space, search, name, seed, progress
@@ -273,17 +295,18 @@ class _Runner:
             self.state.stop_reason = ""
             for record in self.state.trials.values():
                 if not record.finished:  # running at the kill: run again from its last checkpoint (or scratch)
-                    record.status, record.history = "PENDING", record.history[:record.checkpoint_epoch]
+                    record.status, record.history = "PENDING", record.history[: record.checkpoint_epoch]
         else:
             import optuna
 
-            direction = "maximize" if self.modes[0] == "max" else "minimize"
+            direction: Literal["maximize", "minimize"] = "maximize" if self.modes[0] == "max" else "minimize"
             pruning = optuna.create_study(direction=direction, pruner=make_pruner(search))
             self.state = SearchState(make_searcher(search, space, seed), pruning)
         self.objective_ref = ray.put(objective)
         self.task = ray.remote(run_objective)
-        self.task_options = dict(num_returns="streaming", max_retries=0, num_cpus=search.cpus_per_trial,
-                                 num_gpus=search.gpus_per_trial)
+        self.task_options = dict(
+            num_returns="streaming", max_retries=0, num_cpus=search.cpus_per_trial, num_gpus=search.gpus_per_trial
+        )
         self.running: dict[Any, str] = {}  # generator -> trial id
         self.started = time.perf_counter()
         self.trial_started: dict[str, float] = {}
@@ -313,7 +336,9 @@ class _Runner:
 
     def pending_trial(self) -> TrialRecord | None:
         running = set(self.running.values())
-        return next((r for r in self.state.trials.values() if r.status == "PENDING" and r.trial_id not in running), None)
+        return next(
+            (r for r in self.state.trials.values() if r.status == "PENDING" and r.trial_id not in running), None
+        )
 
     def new_trial(self) -> TrialRecord | None:
         issued = len(self.state.trials)
@@ -354,11 +379,16 @@ class _Runner:
         return f"trial budget ({self.search.budget.trials} trials) reached"
 
     def launch(self, record: TrialRecord) -> None:
-        record.status, record.history, record.attempts = "RUNNING", record.history[:record.checkpoint_epoch], record.attempts + 1
+        record.status, record.history, record.attempts = (
+            "RUNNING",
+            record.history[: record.checkpoint_epoch],
+            record.attempts + 1,
+        )
         self.open_pruning(record)
         self.state.save(self.state_path)
         generator = self.task.options(**self.task_options, name=f"{self.name}/trial-{record.trial_id}").remote(
-            self.objective_ref, record.params, record.seed, **self.segment(record))
+            self.objective_ref, record.params, record.seed, **self.segment(record)
+        )
         self.running[generator] = record.trial_id
         self.trial_started[record.trial_id] = time.perf_counter()
 
@@ -384,7 +414,9 @@ class _Runner:
             return self.fail(generator, record, _error_line(err))
         bad = [k for k in self.metrics if not _is_number(result.get(k))]
         if bad:
-            return self.fail(generator, record, f"metric {bad[0]} is {result.get(bad[0])!r} at epoch {len(record.history) + 1}")
+            return self.fail(
+                generator, record, f"metric {bad[0]} is {result.get(bad[0])!r} at epoch {len(record.history) + 1}"
+            )
         checkpoint = result.pop("checkpoint", None)
         result = {**result, "at_s": round(self.elapsed(), 3)}
         record.history.append(result)
@@ -431,7 +463,7 @@ class _Runner:
             self.state.searcher.on_trial_complete(record.trial_id, error=True)
         else:
             self.state.pruning.tell(pruning_trial, None if status == "PRUNED" else values[0], state=state)
-            self.state.searcher.on_trial_complete(record.trial_id, result=dict(zip(self.metrics, values)))
+            self.state.searcher.on_trial_complete(record.trial_id, result=dict(zip(self.metrics, values, strict=True)))
         self.state.save(self.state_path)
         self.report(record)
 
@@ -467,7 +499,11 @@ class _Runner:
             return
         done = sum(r.finished for r in self.state.trials.values())
         values = self.final_values(record)
-        shown = " ".join(f"{m}={v:.4g}" for m, v in zip(self.metrics, values)) if values else record.errors[-1][:80]
+        shown = (
+            " ".join(f"{m}={v:.4g}" for m, v in zip(self.metrics, values, strict=True))
+            if values
+            else record.errors[-1][:80]
+        )
         best = self.best_value()
         self.progress(
             f"trial {done:>2}/{self.search.budget.trials} {record.status.lower():<10} {self.describe(record):<34} "
@@ -477,14 +513,18 @@ class _Runner:
     def describe(self, record: TrialRecord) -> str:
         text = self.space.architecture(record.params) if self.space.kind != "params" else ""
         lr = record.params.get("lr")
-        return f"{text} lr={lr:.1e}".strip() if isinstance(lr, float) else text or json.dumps(record.params, default=str)[:34]
+        return (
+            f"{text} lr={lr:.1e}".strip()
+            if isinstance(lr, float)
+            else text or json.dumps(record.params, default=str)[:34]
+        )
 
     def best_value(self) -> str:
         """The best so far over every trial with a result (running ones too): the first objective's best
         value, or the size of the Pareto front. One pass over the trials' values, not the whole :meth:`table`."""
         values = [v for v in map(self.final_values, self.state.trials.values()) if v is not None]
         if len(self.metrics) > 1:
-            rows = [dict(zip(self.metrics, v)) for v in values]
+            rows = [dict(zip(self.metrics, v, strict=True)) for v in values]
             return f"{len(pareto_front(rows, self.metrics, self.modes))} on the Pareto front"
         return f"{(max if self.modes[0] == 'max' else min)(v[0] for v in values):.4f}" if values else "-"
 
@@ -492,20 +532,24 @@ class _Runner:
         """One row per trial: configuration, value per objective, epochs, time, status, error."""
         rows = []
         for record in sorted(self.state.trials.values(), key=lambda r: r.trial_id):
-            values = self.final_values(record) or [None] * len(self.metrics)
-            rows.append({
-                "trial_id": record.trial_id,
-                "architecture": self.space.architecture(record.params) if record.params and self.space.kind != "params" else "",
-                "params": record.params,
-                **dict(zip(self.metrics, values)),
-                "epochs": len(record.history),
-                "time_s": record.time_s,
-                "status": record.status,
-                "attempts": record.attempts,
-                "error": record.errors[-1] if record.errors else None,
-                "history": record.history,
-                **({"checkpoint": record.checkpoint, "lineage": record.lineage} if record.checkpoint else {}),
-            })
+            values: Sequence[float | None] = self.final_values(record) or [None] * len(self.metrics)
+            rows.append(
+                {
+                    "trial_id": record.trial_id,
+                    "architecture": self.space.architecture(record.params)
+                    if record.params and self.space.kind != "params"
+                    else "",
+                    "params": record.params,
+                    **dict(zip(self.metrics, values, strict=True)),
+                    "epochs": len(record.history),
+                    "time_s": record.time_s,
+                    "status": record.status,
+                    "attempts": record.attempts,
+                    "error": record.errors[-1] if record.errors else None,
+                    "history": record.history,
+                    **({"checkpoint": record.checkpoint, "lineage": record.lineage} if record.checkpoint else {}),
+                }
+            )
         return rows
 
 
@@ -532,9 +576,16 @@ def pareto_front(rows: list[dict[str, Any]], metrics: list[str], modes: list[str
     [2, 0]
     """
     sign = [1 if m == "max" else -1 for m in modes]
-    scored = [(i, [s * r[m] for s, m in zip(sign, metrics)]) for i, r in enumerate(rows)
-              if all(_is_number(r.get(m)) for m in metrics)]
-    dominates = lambda a, b: all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))  # noqa: E731
+    scored = [
+        (i, [s * r[m] for s, m in zip(sign, metrics, strict=False)])
+        for i, r in enumerate(rows)
+        if all(_is_number(r.get(m)) for m in metrics)
+    ]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        pairs = list(zip(a, b, strict=True))
+        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
+
     front: list[list[float]] = []
     kept: set[int] = set()
     for i, score in sorted(scored, key=lambda item: item[1], reverse=True):
@@ -599,7 +650,9 @@ def run_trials(
     runner_class = _Runner
     if search.scheduler.type == "pbt":
         from .pbt import PBTRunner as runner_class
-    runner = runner_class(objective, space, search, name=name, folder=folder, seed=seed, resume=resume, progress=progress)
+    runner = runner_class(
+        objective, space, search, name=name, folder=folder, seed=seed, resume=resume, progress=progress
+    )
     start = time.perf_counter()
     runner.run()
     wall = time.perf_counter() - start
@@ -614,10 +667,20 @@ def run_trials(
     plot = str(plot_pareto(rows, front, metrics, folder / "pareto.png")) if front else ""
     (folder / "trials.json").write_text(json.dumps(rows, indent=1, default=str))
     return SearchResult(
-        best_params=best["params"], best_architecture=best["architecture"], best_metric=best[metrics[0]],
-        metric=metrics[0], mode=modes[0], trials=rows, stop_reason=runner.state.stop_reason, wall_s=wall,
-        path=str(folder), model_spec=model_spec(best["params"]) if model_spec else {},
-        objectives=metrics, modes=modes, pareto_front=front, pareto_plot=plot,
+        best_params=best["params"],
+        best_architecture=best["architecture"],
+        best_metric=best[metrics[0]],
+        metric=metrics[0],
+        mode=modes[0],
+        trials=rows,
+        stop_reason=runner.state.stop_reason,
+        wall_s=wall,
+        path=str(folder),
+        model_spec=model_spec(best["params"]) if model_spec else {},
+        objectives=metrics,
+        modes=modes,
+        pareto_front=front,
+        pareto_plot=plot,
     )
 
 
@@ -651,16 +714,34 @@ def run_search(
     else:
         space = SearchSpace.load(search.space)
     if space.kind == "params":
-        raise ValueError(f"search.space: {space.source} is a 'params' space; run_search trains models, so use nas or hpo")
-    inputs = data.model_inputs() if hasattr(data, "model_inputs") else {"in_channels": data.input_shape[0], "num_classes": data.num_classes}
+        raise ValueError(
+            f"search.space: {space.source} is a 'params' space; run_search trains models, so use nas or hpo"
+        )
+    inputs = (
+        data.model_inputs()
+        if hasattr(data, "model_inputs")
+        else {"in_channels": data.input_shape[0], "num_classes": data.num_classes}
+    )
     metrics, _ = search.objectives()
     settings = TrialSettings(
-        model_inputs=inputs, max_t=search.scheduler.max_t, task=getattr(data, "task", "classification"),
-        batch_size=search.batch_size, weight_decay=weight_decay,
+        model_inputs=inputs,
+        max_t=search.scheduler.max_t,
+        task=getattr(data, "task", "classification"),
+        batch_size=search.batch_size,
+        weight_decay=weight_decay,
         augment=[a if isinstance(a, dict) else a.model_dump() for a in (augment or [])],
-        threads=max(1, int(search.cpus_per_trial)), measure_latency="latency_ms" in metrics, extra_splits=extra_splits,
+        threads=max(1, int(search.cpus_per_trial)),
+        measure_latency="latency_ms" in metrics,
+        extra_splits=extra_splits,
     )
     return run_trials(
-        TrainingObjective(data, space, settings), space, search, name=name, storage_path=storage_path, seed=seed,
-        resume=resume, progress=progress, model_spec=lambda params: space.model_spec(params, inputs),
+        TrainingObjective(data, space, settings),
+        space,
+        search,
+        name=name,
+        storage_path=storage_path,
+        seed=seed,
+        resume=resume,
+        progress=progress,
+        model_spec=lambda params: space.model_spec(params, inputs),
     )

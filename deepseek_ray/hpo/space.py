@@ -109,8 +109,13 @@ class Domain:
             value = round(value)
         return min(max(value, low), high)
 
-    def perturb(self, value: Any, rng: random.Random, factors: tuple[float, float] = (0.8, 1.2),
-                resample_probability: float = 0.25) -> Any:
+    def perturb(
+        self,
+        value: Any,
+        rng: random.Random,
+        factors: tuple[float, float] = (0.8, 1.2),
+        resample_probability: float = 0.25,
+    ) -> Any:
         """PBT's explore step, as in Ray Tune's ``PopulationBasedTraining``: with ``resample_probability``
         draw afresh; else scale a number by one of ``factors`` (clipped to the domain), or move a
         categorical value to a neighbouring one.
@@ -136,6 +141,13 @@ class Domain:
             return list(range(self.args[0], self.args[1] + 1))
         return None
 
+    def finite_values(self) -> list[Any]:
+        """:meth:`values` of a domain already checked to be finite (the NAS structure, a grid's domains)."""
+        values = self.values()
+        if values is None:
+            raise ValueError(f"a {self.kind} domain has no finite set of values")
+        return values
+
 
 def parse_domain(key: str, spec: Any, source: str) -> Domain:
     """Turn ``{loguniform: [1e-4, 1e-2]}`` (or a constant) into a :class:`Domain`.
@@ -146,7 +158,9 @@ def parse_domain(key: str, spec: Any, source: str) -> Domain:
     if not isinstance(spec, dict):
         return Domain("choice", (spec,))
     if len(spec) != 1 or next(iter(spec)) not in DOMAINS:
-        raise ConfigError(source, [f"{key}: got {spec!r}; a domain is one of {', '.join(DOMAINS)}, e.g. {{choice: [16, 32]}}"])
+        raise ConfigError(
+            source, [f"{key}: got {spec!r}; a domain is one of {', '.join(DOMAINS)}, e.g. {{choice: [16, 32]}}"]
+        )
     kind, args = next(iter(spec.items()))
     args = tuple(args) if isinstance(args, (list, tuple)) else (args,)
     want = {"uniform": 2, "loguniform": 2, "quniform": 3, "randint": 2}.get(kind)
@@ -195,12 +209,12 @@ class SearchSpace:
     source: str = "<space>"
 
     @classmethod
-    def load(cls, path: str | Path) -> "SearchSpace":
+    def load(cls, path: str | Path) -> SearchSpace:
         """Read and validate a search-space file."""
         return cls.from_mapping(load_yaml(path), str(path))
 
     @classmethod
-    def from_mapping(cls, raw: dict[str, Any], source: str = "<space>") -> "SearchSpace":
+    def from_mapping(cls, raw: dict[str, Any], source: str = "<space>") -> SearchSpace:
         """Validate a parsed space; every error names its key and what is allowed."""
         kind = raw.get("type", "nas")
         if kind not in KINDS:
@@ -213,32 +227,45 @@ class SearchSpace:
         return cls._hpo(body, source)
 
     @classmethod
-    def _nas(cls, body: dict[str, Any], source: str) -> "SearchSpace":
+    def _nas(cls, body: dict[str, Any], source: str) -> SearchSpace:
         allowed = ("ops",) + NAS_STRUCTURE + TRAINING_KEYS + tuple(builder_kwargs("cellnet", source))
         _reject_unknown(body, allowed, source)
         ops = list(body.get("ops") or [])
         bad_ops = [op for op in ops if op not in OPS]
         if not ops or bad_ops:
-            raise ConfigError(source, [f"ops: got {bad_ops or ops!r}; choose from the registered ops: {', '.join(sorted(OPS))}"])
+            raise ConfigError(
+                source, [f"ops: got {bad_ops or ops!r}; choose from the registered ops: {', '.join(sorted(OPS))}"]
+            )
         structure = {
             key: parse_domain(key, body.get(key, default), source)
             for key, default in (("cells", {"choice": [2, 3]}), ("nodes", 1), ("channels", {"choice": [16, 32]}))
         }
         for key, domain in structure.items():
-            if domain.values() is None or not all(isinstance(v, int) and v >= 1 for v in domain.values()):
-                raise ConfigError(source, [f"{key}: got {domain.kind} {list(domain.args)}; needs whole numbers ≥ 1 (choice, grid or randint)"])
-        hyper = {key: parse_domain(key, value, source) for key, value in body.items() if key not in ("ops",) + NAS_STRUCTURE}
+            values = domain.values()
+            if values is None or not all(isinstance(v, int) and v >= 1 for v in values):
+                raise ConfigError(
+                    source,
+                    [
+                        f"{key}: got {domain.kind} {list(domain.args)}; "
+                        "needs whole numbers ≥ 1 (choice, grid or randint)"
+                    ],
+                )
+        hyper = {
+            key: parse_domain(key, value, source) for key, value in body.items() if key not in ("ops",) + NAS_STRUCTURE
+        }
         hyper.setdefault("lr", Domain("loguniform", (1e-4, 1e-2)))
         return cls("nas", "cellnet", ops, structure, hyper, source)
 
     @classmethod
-    def _hpo(cls, body: dict[str, Any], source: str) -> "SearchSpace":
+    def _hpo(cls, body: dict[str, Any], source: str) -> SearchSpace:
         model = body.pop("model", None)
         if model is None:
             raise ConfigError(source, [f"model: required for type hpo; registered models: {', '.join(sorted(MODELS))}"])
         derived = [k for k in body if k in DERIVED_KWARGS]
         if derived:
-            raise ConfigError(source, [f"{k}: comes from the data (or the NAS genotype), not the search space" for k in derived])
+            raise ConfigError(
+                source, [f"{k}: comes from the data (or the NAS genotype), not the search space" for k in derived]
+            )
         _reject_unknown(body, TRAINING_KEYS + tuple(builder_kwargs(str(model), source)), source, f"for model {model!r}")
         hyper = {key: parse_domain(key, value, source) for key, value in body.items()}
         hyper.setdefault("lr", Domain("loguniform", (1e-4, 1e-2)))
@@ -253,9 +280,14 @@ class SearchSpace:
         """
         if self.kind == "params":
             return []
-        shaping = {k: d for k, d in {**self.structure, **self.hyperparameters}.items()
-                   if k not in TRAINING_KEYS and k not in SHAPE_FREE_KWARGS}
-        varying = [key for key, domain in shaping.items() if domain.values() is None or len(set(domain.values())) > 1]
+        shaping = {
+            k: d
+            for k, d in {**self.structure, **self.hyperparameters}.items()
+            if k not in TRAINING_KEYS and k not in SHAPE_FREE_KWARGS
+        }
+        varying = [
+            key for key, domain in shaping.items() if (values := domain.values()) is None or len(set(values)) > 1
+        ]
         return varying + (["ops"] if self.kind == "nas" and len(self.ops) > 1 else [])
 
     def perturbable(self, keys: list[str] | None = None) -> dict[str, Domain]:
@@ -267,19 +299,28 @@ class SearchSpace:
         >>> sorted(space.perturbable())
         ['dropout', 'lr']
         """
-        allowed = {k: d for k, d in self.hyperparameters.items()
-                   if (self.kind == "params" or k in PBT_KEYS) and not (d.kind == "choice" and len(d.args) == 1)}
+        allowed = {
+            k: d
+            for k, d in self.hyperparameters.items()
+            if (self.kind == "params" or k in PBT_KEYS) and not (d.kind == "choice" and len(d.args) == 1)
+        }
         if keys is None:
             return {k: d for k, d in allowed.items() if d.kind in ("uniform", "loguniform", "quniform")}
         unknown = [k for k in keys if k not in allowed]
         if unknown:
-            raise ConfigError(self.source, [f"search.scheduler.hyperparameters: cannot perturb {k!r}; allowed here: "
-                                            f"{', '.join(allowed) or 'none (nothing is searched)'}" for k in unknown])
+            raise ConfigError(
+                self.source,
+                [
+                    f"search.scheduler.hyperparameters: cannot perturb {k!r}; allowed here: "
+                    f"{', '.join(allowed) or 'none (nothing is searched)'}"
+                    for k in unknown
+                ],
+            )
         return {k: allowed[k] for k in keys}
 
     # ------------------------------------------------------------------------ sampling
     def max_cells(self) -> int:
-        return max(self.structure["cells"].values()) if self.kind == "nas" else 0
+        return max(self.structure["cells"].finite_values()) if self.kind == "nas" else 0
 
     def define_by_run(self, trial: Any) -> None:
         """Sample one configuration into an Optuna trial: structure first, then an op per node."""
@@ -304,8 +345,8 @@ class SearchSpace:
         space = {name: domain.to_hyperopt(name) for name, domain in self.hyperparameters.items()}
         if self.kind == "nas":
             options = []
-            for cells in self.structure["cells"].values():
-                for nodes in self.structure["nodes"].values():
+            for cells in self.structure["cells"].finite_values():
+                for nodes in self.structure["nodes"].finite_values():
                     option = {"cells": cells, "nodes": nodes}
                     for cell in range(cells):
                         for node in range(nodes):
@@ -334,12 +375,15 @@ class SearchSpace:
     def grid(self) -> dict[str, list[Any]]:
         """Every parameter's finite values, for grid search (NAS: ops for the largest network)."""
         finite = {**self.structure, **self.hyperparameters}
-        continuous = [f"{k}: grid search needs choice, grid or randint domains, got {d.kind}"
-                      for k, d in finite.items() if d.values() is None]
+        continuous = [
+            f"{k}: grid search needs choice, grid or randint domains, got {d.kind}"
+            for k, d in finite.items()
+            if d.values() is None
+        ]
         if continuous:
             raise ConfigError(self.source, continuous)
-        grid = {key: domain.values() for key, domain in finite.items()}
-        nodes = max(self.structure["nodes"].values()) if self.kind == "nas" else 0
+        grid = {key: domain.finite_values() for key, domain in finite.items()}
+        nodes = max(self.structure["nodes"].finite_values()) if self.kind == "nas" else 0
         for cell in range(self.max_cells()):
             for node in range(nodes):
                 grid[f"cell{cell}_op{node}"] = list(self.ops)

@@ -6,11 +6,13 @@ Pooled Ray workers import the module of the function they run; keeping this one 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
-def run_objective(objective: Callable[..., Iterator[dict[str, Any]]], params: dict[str, Any], seed: int,
-                  **segment: Any) -> Iterator[dict[str, Any]]:
+def run_objective(
+    objective: Callable[..., Iterator[dict[str, Any]]], params: dict[str, Any], seed: int, **segment: Any
+) -> Iterator[dict[str, Any]]:
     """Stream the objective's per-epoch results back to the driver (``segment``: PBT's checkpoint and epochs).
 
     >>> list(run_objective(lambda p, s: iter([{'loss': p['x'] + s}]), {'x': 1.0}, 2))

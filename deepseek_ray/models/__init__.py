@@ -7,13 +7,29 @@
 
 from .build import MODELS, build_model, register_model
 from .builders import CNN, MLP, TCN, RecurrentNet
-from .pretrained import PretrainedModel, minilm_dir
-from .transformer import TransformerClassifier
 from .bundle import InferenceModel, load_bundle, package_versions, save_bundle, strip_ddp_prefix
 from .cellnet import Architecture, Cell, CellNet, PlainCNN
+from .pretrained import PretrainedModel, minilm_dir
+from .transformer import TransformerClassifier
 
 __all__ = [
-    "Architecture", "CNN", "Cell", "CellNet", "InferenceModel", "MLP", "MODELS", "PlainCNN", "PretrainedModel",
-    "RecurrentNet", "TCN", "TransformerClassifier", "build_model", "minilm_dir",
-    "load_bundle", "package_versions", "register_model", "save_bundle", "strip_ddp_prefix",
+    "Architecture",
+    "CNN",
+    "Cell",
+    "CellNet",
+    "InferenceModel",
+    "MLP",
+    "MODELS",
+    "PlainCNN",
+    "PretrainedModel",
+    "RecurrentNet",
+    "TCN",
+    "TransformerClassifier",
+    "build_model",
+    "minilm_dir",
+    "load_bundle",
+    "package_versions",
+    "register_model",
+    "save_bundle",
+    "strip_ddp_prefix",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -12,8 +13,14 @@ from .pretrained import pretrained_classifier
 from .transformer import TransformerClassifier
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "cellnet": CellNet, "plain_cnn": PlainCNN, "cnn": CNN, "mlp": MLP, "tcn": TCN, "lstm": RecurrentNet,
-    "transformer_classifier": TransformerClassifier, "pretrained": pretrained_classifier,
+    "cellnet": CellNet,
+    "plain_cnn": PlainCNN,
+    "cnn": CNN,
+    "mlp": MLP,
+    "tcn": TCN,
+    "lstm": RecurrentNet,
+    "transformer_classifier": TransformerClassifier,
+    "pretrained": pretrained_classifier,
 }
 
 

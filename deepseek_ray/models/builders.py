@@ -6,7 +6,8 @@ an ``nn.Linear``, so ``torch.onnx.export(dynamo=True)`` and int4 ``MatMulNBits``
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +17,11 @@ from ..nn import BaseModule
 
 
 def _outputs(num_classes: int | None, out_features: int | None) -> int:
-    if (num_classes is None) == (out_features is None):
-        raise ValueError("give exactly one of num_classes (classification) and out_features (regression)")
-    return int(num_classes or out_features)
+    if num_classes is not None and out_features is None:
+        return int(num_classes)
+    if out_features is not None and num_classes is None:
+        return int(out_features)
+    raise ValueError("give exactly one of num_classes (classification) and out_features (regression)")
 
 
 class MLP(BaseModule):
@@ -30,8 +33,15 @@ class MLP(BaseModule):
     torch.Size([2, 1])
     """
 
-    def __init__(self, in_features: int, num_classes: int | None = None, hidden: int = 128, layers: int = 2,
-                 dropout: float = 0.1, out_features: int | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int | None = None,
+        hidden: int = 128,
+        layers: int = 2,
+        dropout: float = 0.1,
+        out_features: int | None = None,
+    ):
         super().__init__()
         blocks: list[nn.Module] = []
         width = in_features
@@ -51,17 +61,29 @@ class CNN(BaseModule):
     torch.Size([2, 10])
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int] = (32, 64), kernel_size: int = 3,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         blocks: list[nn.Module] = []
         width = in_channels
         for out in channels:
-            blocks += [nn.Conv2d(width, out, kernel_size, padding=kernel_size // 2, bias=False), nn.BatchNorm2d(out),
-                       nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(width, out, kernel_size, padding=kernel_size // 2, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             width = out
         self.features = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(width, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -88,7 +110,9 @@ class WindowNorm(nn.Module):
     ([[[-4.0, -3.0, 0.0]]], [[5.5]])
     """
 
-    def __init__(self, mode: bool | str = "last", target_channel: int = 0, in_channels: int | None = None, eps: float = 1e-5):
+    def __init__(
+        self, mode: bool | str = "last", target_channel: int = 0, in_channels: int | None = None, eps: float = 1e-5
+    ):
         """``mode`` as a forecaster's ``relative`` takes it: ``True`` is ``'last'``, ``False`` is ``'none'``;
         ``in_channels`` (when given) checks ``target_channel`` against the window's channels."""
         super().__init__()
@@ -150,7 +174,7 @@ class TemporalBlock(nn.Module):
         """
         h = self.dropout(F.relu(_undilated(self.conv1, x)))
         h = self.dropout(F.relu(_undilated(self.conv2, h, stride=2)))
-        return F.relu(h + self.skip(x[:, :, 2 * (self.kernel_size - 1)::2]))
+        return F.relu(h + self.skip(x[:, :, 2 * (self.kernel_size - 1) :: 2]))
 
 
 def _undilated(conv: nn.Module, x: torch.Tensor, stride: int = 1) -> torch.Tensor:
@@ -183,23 +207,33 @@ class TCN(BaseModule):
     True
     """
 
-    def __init__(self, in_channels: int, out_features: int, channels: int = 32, levels: int = 3, kernel_size: int = 3,
-                 dropout: float = 0.1, relative: bool | str = True, target_channel: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_features: int,
+        channels: int = 32,
+        levels: int = 3,
+        kernel_size: int = 3,
+        dropout: float = 0.1,
+        relative: bool | str = True,
+        target_channel: int = 0,
+    ):
         super().__init__()
         self.norm = WindowNorm(relative, target_channel, in_channels)
-        self.blocks = nn.Sequential(*(
+        blocks = [
             TemporalBlock(in_channels if level == 0 else channels, channels, kernel_size, 2**level, dropout)
             for level in range(levels)
-        ))
-        self.receptive_field = 1 + sum(2 * block.left_pad for block in self.blocks)
+        ]
+        self.blocks = nn.Sequential(*blocks)
+        self.receptive_field = 1 + sum(2 * block.left_pad for block in blocks)
         self.head = nn.Linear(channels, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z, level = self.norm(x)  # the window statistics use the whole window, the convolutions only their reach
         # The window length is static in the exported graph, so this branch is fixed at export time.
         if z.shape[-1] >= self.receptive_field:
-            h = z[:, :, -self.receptive_field:]
-            for block in self.blocks:
+            h = z[:, :, -self.receptive_field :]
+            for block in cast("Iterable[TemporalBlock]", self.blocks):
                 h = block.forward_strided(h)
         else:
             h = self.blocks(z)
@@ -218,13 +252,24 @@ class RecurrentNet(BaseModule):
 
     CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
-    def __init__(self, in_channels: int, out_features: int, hidden: int = 64, layers: int = 1, cell: str = "lstm",
-                 dropout: float = 0.0, relative: bool | str = True, target_channel: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_features: int,
+        hidden: int = 64,
+        layers: int = 1,
+        cell: str = "lstm",
+        dropout: float = 0.0,
+        relative: bool | str = True,
+        target_channel: int = 0,
+    ):
         super().__init__()
         if cell not in self.CELLS:
             raise ValueError(f"cell: unknown {cell!r}; allowed: {', '.join(self.CELLS)}")
         self.norm = WindowNorm(relative, target_channel, in_channels)
-        self.rnn = self.CELLS[cell](in_channels, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = self.CELLS[cell](
+            in_channels, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         self.head = nn.Linear(hidden, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

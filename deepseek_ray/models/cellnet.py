@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..nn import BaseModule, OPS, make_op
+from ..nn import OPS, BaseModule, make_op
 
 _ARCH = re.compile(r"^c(\d+)((?:\|[\w+]+)+)$")
 
@@ -32,7 +32,7 @@ class Architecture:
         return f"c{self.channels}|" + "|".join("+".join(cell) for cell in self.cells)
 
     @classmethod
-    def decode(cls, text: str) -> "Architecture":
+    def decode(cls, text: str) -> Architecture:
         match = _ARCH.match(text.strip())
         if not match:
             raise ValueError(f"not an architecture string: {text!r}; expected e.g. 'c32|conv3x3+identity|conv5x5'")
@@ -49,8 +49,11 @@ class Cell(nn.Module):
     def __init__(self, in_channels: int, channels: int, ops: tuple[str, ...]):
         super().__init__()
         self.project = (
-            nn.Identity() if in_channels == channels
-            else nn.Sequential(nn.Conv2d(in_channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+            nn.Identity()
+            if in_channels == channels
+            else nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+            )
         )
         self.ops = nn.Sequential(*(make_op(op, channels) for op in ops))
         self.pool = nn.MaxPool2d(2)
@@ -72,7 +75,9 @@ class CellNet(BaseModule):
         super().__init__()
         genotype = Architecture.decode(arch)
         width = genotype.channels
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         cells, in_width = [], width
         for index, ops in enumerate(genotype.cells):
             out_width = width * 2**index
@@ -80,7 +85,9 @@ class CellNet(BaseModule):
             in_width = out_width
         self.cells = nn.Sequential(*cells)
         # A 3×3 pooled map keeps coarse spatial layout, which converges much faster than global pooling.
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(dropout), nn.Linear(9 * in_width, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(dropout), nn.Linear(9 * in_width, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.cells(self.stem(x)))
@@ -97,9 +104,16 @@ class PlainCNN(BaseModule):
         super().__init__()
         side = image_size // 4
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes),
+            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(64 * side * side, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,17 @@ class TransformerClassifier(BaseModule):
     torch.Size([1, 2])
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, dim: int = 128, heads: int = 4, layers: int = 2,
-                 max_len: int = 128, dropout: float = 0.1, pad_id: int = 0):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        dim: int = 128,
+        heads: int = 4,
+        layers: int = 2,
+        max_len: int = 128,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+    ):
         super().__init__()
         self.pad_id = pad_id
         self.tokens = nn.Embedding(vocab_size, dim, padding_idx=pad_id)

@@ -45,13 +45,24 @@ class NASConfig:
     def to_search(self) -> tuple[SearchSpace, SearchConfig]:
         """The equivalent search space and ``search`` section."""
         as_domain = lambda v: {"choice": list(v)} if isinstance(v, (list, tuple)) else v  # noqa: E731
-        space = SearchSpace.from_mapping({
-            "type": "nas", "ops": list(self.search_space), "cells": as_domain(self.cells),
-            "nodes": as_domain(self.nodes), "channels": as_domain(self.channels), "lr": {"loguniform": list(self.lr)},
-        }, source="NASConfig")
+        space = SearchSpace.from_mapping(
+            {
+                "type": "nas",
+                "ops": list(self.search_space),
+                "cells": as_domain(self.cells),
+                "nodes": as_domain(self.nodes),
+                "channels": as_domain(self.channels),
+                "lr": {"loguniform": list(self.lr)},
+            },
+            source="NASConfig",
+        )
         metric = self.metric if self.metric.startswith(("val_", "train_")) else f"val_{self.metric}"
         search = SearchConfig(
-            strategy={"type": self.strategy}, scheduler=self.scheduler, metric=metric, mode=self.mode,
-            budget={"trials": self.budget, "time": self.time}, concurrency=self.concurrency,
+            strategy={"type": self.strategy},
+            scheduler=self.scheduler,
+            metric=metric,
+            mode=self.mode,
+            budget={"trials": self.budget, "time": self.time},
+            concurrency=self.concurrency,
         )
         return space, search

@@ -45,7 +45,7 @@ class BaseModule(nn.Module):
             else:
                 init(self, *args, **kw)
 
-        cls.__init__ = recording_init
+        cls.__init__ = recording_init  # type: ignore[method-assign]  # wrapping __init__ is the point
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of parameters (all, or trainable only)."""
@@ -56,7 +56,7 @@ class BaseModule(nn.Module):
         torch.save({"class": type(self).__qualname__, "config": self.config, "state_dict": self.state_dict()}, path)
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str = "cpu") -> "BaseModule":
+    def load(cls, path: str | Path, map_location: str = "cpu") -> BaseModule:
         """Rebuild from :meth:`save`'s file: ``cls(**config)`` then the weights."""
         blob = torch.load(path, map_location=map_location, weights_only=True)
         module = cls(**blob["config"])
@@ -82,7 +82,10 @@ class MultiHeadAttention(BaseModule):
         self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(
-        self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``key_padding_mask``: True where a key position is padding (torch's convention)."""

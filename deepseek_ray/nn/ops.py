@@ -8,7 +8,7 @@ torch.Size([1, 8, 6, 6])
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -63,8 +63,10 @@ register_op("conv5x5")(lambda c: conv_bn_relu(c, 5))
 register_op("dilated_conv3x3")(lambda c: conv_bn_relu(c, 3, dilation=2))
 register_op("sep_conv3x3")(
     lambda c: nn.Sequential(
-        nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), nn.Conv2d(c, c, 1, bias=False),
-        nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+        nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+        nn.Conv2d(c, c, 1, bias=False),
+        nn.BatchNorm2d(c),
+        nn.ReLU(inplace=True),
     )
 )
 register_op("maxpool3x3")(lambda c: nn.MaxPool2d(3, stride=1, padding=1))

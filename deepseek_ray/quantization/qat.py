@@ -79,7 +79,8 @@ def _fake_quantize_onnx(x: Any, scale: Any, axis: int, bits: int) -> Any:
     low, high = _grid(bits)
     if bits < 8:
         x = op.Clip(x, op.Mul(scale, float(low)), op.Mul(scale, float(high))) if axis < 0 else x  # weights fit already
-    zero = op.Cast(op.Mul(scale, 0.0), to=3)  # int8 zeros shaped like the scale (3 = INT8)
+    # int8 zeros shaped like the scale (3 = INT8); Cast's static type cannot follow ``to``, hence Any
+    zero: Any = op.Cast(op.Mul(scale, 0.0), to=3)
     quantized = op.QuantizeLinear(x, scale, zero, axis=max(axis, 0))
     return op.DequantizeLinear(quantized, scale, zero, axis=max(axis, 0))
 
@@ -100,6 +101,8 @@ class FakeQuantized(nn.Module):
     """
 
     momentum = 0.01  # weight of each training batch in the observed input range
+    input_scale: torch.Tensor  # buffers (register_buffer in __init__)
+    weight_scale: torch.Tensor
 
     def __init__(self, layer: nn.Conv1d | nn.Conv2d | nn.Linear, bits: int, activation_range: float):
         super().__init__()
@@ -136,7 +139,13 @@ class FakeQuantized(nn.Module):
         if not geometry:
             return self.layer._conv_forward(x, weight, self.layer.bias)
         layer = self.layer
-        geometry = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups, **geometry}
+        geometry = {
+            "stride": layer.stride,
+            "padding": layer.padding,
+            "dilation": layer.dilation,
+            "groups": layer.groups,
+            **geometry,
+        }
         convolve = F.conv1d if isinstance(layer, nn.Conv1d) else F.conv2d
         return convolve(x, weight, layer.bias, **geometry)
 
@@ -195,8 +204,15 @@ class QATConfig:
             layer.calibrating = False
         return model.eval()
 
-    def train(self, model: nn.Module, train_data: Any, val_data: Any, epochs: int = 2, lr: float = 1e-4,
-              **trainer_options: Any) -> tuple[nn.Module, list[dict[str, float]]]:
+    def train(
+        self,
+        model: nn.Module,
+        train_data: Any,
+        val_data: Any,
+        epochs: int = 2,
+        lr: float = 1e-4,
+        **trainer_options: Any,
+    ) -> tuple[nn.Module, list[dict[str, float]]]:
         """Calibrate a prepared copy of ``model`` on the training data, then fine-tune it with
         :class:`~deepseek_ray.optim.MixedPrecisionTrainer`.
 
@@ -219,7 +235,9 @@ class QATConfig:
 
         def keep_best(epoch: int, metrics: dict[str, float]) -> None:
             if metrics["val_loss"] < best["loss"]:
-                best.update(loss=metrics["val_loss"], state={k: v.detach().clone() for k, v in prepared.state_dict().items()})
+                best.update(
+                    loss=metrics["val_loss"], state={k: v.detach().clone() for k, v in prepared.state_dict().items()}
+                )
 
         if val_data is not None:
             keep_best(0, {"val_loss": trainer.evaluate(val_data)["loss"]})
@@ -228,7 +246,9 @@ class QATConfig:
             prepared.load_state_dict(best["state"])
         return prepared.eval(), history
 
-    def export(self, model: nn.Module, path: str | Path, example_input: torch.Tensor, **exporter_options: Any) -> ExportResult:
+    def export(
+        self, model: nn.Module, path: str | Path, example_input: torch.Tensor, **exporter_options: Any
+    ) -> ExportResult:
         """Export a fake-quantized model as QDQ ONNX (int8 weights in the file), checked against torch.
 
         Parity is checked to 1e-2 unless ``parity_tolerance`` is given: a value that float rounding puts on
@@ -237,7 +257,9 @@ class QATConfig:
         """
         exporter_options.setdefault("parity_tolerance", 1e-2)
         if not any(isinstance(m, FakeQuantized) for m in model.modules()):
-            raise ValueError("QATConfig.export: the model has no fake-quantized layers; call prepare() or train() first")
+            raise ValueError(
+                "QATConfig.export: the model has no fake-quantized layers; call prepare() or train() first"
+            )
         metadata = {"quantization": {"type": "qat", "bits": self.bits, "activation_range": self.activation_range}}
         return ModelExporter(format="onnx", **exporter_options).export(model, path, example_input, metadata=metadata)
 

@@ -14,8 +14,9 @@ import io
 import json
 import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -33,7 +34,13 @@ def git_commit(path: str | Path = ".") -> str:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=5)
         if commit.returncode:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -45,17 +52,31 @@ class Tracker:
     Every stage logs ``stage/metric`` names, so one run holds the whole pipeline.
     """
 
-    def __init__(self, tracking_uri: str = "sqlite:///mlflow.db", experiment_name: str = "deepseek_ray",
-                 artifacts_location: str | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        tracking_uri: str = "sqlite:///mlflow.db",
+        experiment_name: str = "deepseek_ray",
+        artifacts_location: str | None = None,
+        enabled: bool = True,
+    ):
         self.enabled = enabled
-        self.tracking_uri, self.experiment_name, self.artifacts_location = tracking_uri, experiment_name, artifacts_location
+        self.tracking_uri, self.experiment_name, self.artifacts_location = (
+            tracking_uri,
+            experiment_name,
+            artifacts_location,
+        )
         self.run_id: str | None = None
         self._mlflow: Any = None
 
     @classmethod
-    def from_config(cls, tracking: Any, default_name: str) -> "Tracker":
+    def from_config(cls, tracking: Any, default_name: str) -> Tracker:
         """From the experiment file's ``tracking`` section (already merged with mlflow_config.yaml)."""
-        return cls(tracking.tracking_uri, tracking.experiment_name or default_name, tracking.artifacts_location, tracking.enabled)
+        return cls(
+            tracking.tracking_uri,
+            tracking.experiment_name or default_name,
+            tracking.artifacts_location,
+            tracking.enabled,
+        )
 
     def _client(self) -> Any:
         if self._mlflow is None:
@@ -71,7 +92,7 @@ class Tracker:
         return self._mlflow
 
     @contextlib.contextmanager
-    def run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator["Tracker"]:
+    def run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator[Tracker]:
         """The pipeline's run; everything logged inside goes to it."""
         if not self.enabled:
             yield self
@@ -88,7 +109,11 @@ class Tracker:
 
     def log_metrics(self, metrics: dict[str, Any], stage: str = "", step: int | None = None) -> None:
         if self.enabled:
-            numbers = {f"{stage}/{k}" if stage else k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            numbers = {
+                f"{stage}/{k}" if stage else k: float(v)
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             self._client().log_metrics(numbers, step=step)
 
     def log_dict(self, data: dict[str, Any] | list[Any], name: str) -> None:
