@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, PbtSchedulerConfig, SearchConfig
-from .runner import TrialRecord, _Runner, write_atomically
+from ..files import write_atomically
+from .runner import TrialRecord, _Runner
 from .space import SearchSpace
 
 CHECKPOINTS = "checkpoints"

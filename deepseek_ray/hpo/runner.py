@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import METRICS, Metric, SearchConfig
+from ..files import write_atomically
 from .space import SearchSpace
 from .strategies import make_pruner, make_searcher
 from .task import run_objective
@@ -36,7 +36,8 @@ ProgressFn = Callable[[str], None]
 Objective = Callable[[dict[str, Any], int], Iterator[dict[str, Any]]]
 STATE_FILE = "state.pkl"
 # What a training trial reports besides the trainer's epoch metrics (search.metric's list, with the trainer's).
-METRICS.register("latency_ms")(Metric("min", by_training=False))  # batch-1 CPU forward, measured when a search optimises it
+# latency_ms: a batch-1 CPU forward, measured when a search optimises it
+METRICS.register("latency_ms")(Metric("min", by_training=False))
 METRICS.register("params")(Metric("min", by_training=False))  # parameter count
 
 
@@ -251,21 +252,6 @@ class SearchState:
         import cloudpickle
 
         return cloudpickle.loads(path.read_bytes())
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file beside it (``path`` with suffix ``.tmp``) and
-    ``os.replace``: a kill leaves the old file or the new one, never half of one.
-
-    >>> import tempfile
-    >>> path = Path(tempfile.mkdtemp()) / 'state.pkl'
-    >>> write_atomically(path, b'new')
-    >>> path.read_bytes(), sorted(p.name for p in path.parent.iterdir())
-    (b'new', ['state.pkl'])
-    """
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------- the runner
