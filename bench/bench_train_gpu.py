@@ -269,7 +269,7 @@ def loop(config: dict) -> None:
 def run_group(gpus: int, args: argparse.Namespace, out: Path) -> dict:
     from ray.train import RunConfig, ScalingConfig
 
-    from deepseek_ray.train.launcher import torch_trainer_class
+    from deepseek_ray.ray_compat import torch_trainer_class
 
     configs = [(m, p) for m in args.models.split(",") for p in args.precisions.split(",")]
     config = {"configs": configs, "repeats": args.repeats, "steps": args.steps, "out": str(out), "fit_start": time.time(),
@@ -334,7 +334,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from deepseek_ray.train.launcher import TRAIN_ENV
+    from deepseek_ray.ray_compat import TRAIN_ENV
 
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     for key, value in TRAIN_ENV.items():  # the start-up settings deepseek_ray.train uses

@@ -27,10 +27,11 @@ import os
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import ray
 import psutil  # noqa: E402  (Ray puts its bundled psutil on sys.path when imported)
+import ray
 
 # Phase boundaries, in order: (label, task name(s) split by "|", event); the latest matching task marks the end.
 PHASES = [
@@ -123,7 +124,7 @@ def phase_times(start: float, end: float) -> dict[str, float]:
 
 def set_env(tuned: bool) -> None:
     """Apply ``deepseek_ray.train``'s Ray Train environment, or clear it for Ray's defaults."""
-    from deepseek_ray.train.launcher import TRAIN_ENV
+    from deepseek_ray.ray_compat import TRAIN_ENV
 
     for key, value in TRAIN_ENV.items():
         if tuned:
@@ -137,7 +138,8 @@ def bare_fit(workers: int, gpu: bool, tuned: bool) -> tuple[float, float, float]
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from deepseek_ray.train.launcher import TorchBackendConfig, torch_trainer_class
+    from deepseek_ray.ray_compat import torch_trainer_class
+    from deepseek_ray.train.backend import TorchBackendConfig
 
     trainer_class = torch_trainer_class() if tuned else TorchTrainer
     backend = {"torch_config": TorchBackendConfig()} if tuned else {}
@@ -158,18 +160,19 @@ ENTERED: dict[float, float] = {}  # fit() start → seconds until the train func
 
 def make_ours(workers: int, gpu: bool) -> Callable[[], tuple[float, float, float]]:
     """The whole ``deepseek_ray.train.train()`` path on digits, one epoch; its first step is ``startup_s``."""
+    from deepseek_ray.config import TrainConfig
     from deepseek_ray.data import load_dataset
-    from deepseek_ray.train import TrainSettings, train
+    from deepseek_ray.train import train
 
     data = load_dataset("digits", seed=0)
-    settings = TrainSettings(model_spec={"type": "cellnet", "arch": "c8|conv3x3", "in_channels": 1, "num_classes": 10},
-                             epochs=1, lr=5e-3, batch_size=32, patience=None)
+    spec = {"type": "cellnet", "arch": "c8|conv3x3", "in_channels": 1, "num_classes": 10}
+    config = TrainConfig(epochs=1, workers=workers, use_gpu=gpu, max_failures=0, optimizer={"lr": 5e-3},
+                         per_device_train_batch_size=32, early_stopping_patience=None)
 
     def ours() -> tuple[float, float, float]:
         set_env(True)
         start = time.time()
-        result = train(settings, data, name=f"startup-ours-{start}", storage_path="/tmp/bench_startup", workers=workers,
-                       use_gpu=gpu, max_failures=0)
+        result = train(config, data, model_spec=spec, name=f"startup-ours-{start}", storage_path="/tmp/bench_startup")
         return start, start + result.startup_s, time.time()
 
     return ours

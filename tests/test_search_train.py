@@ -6,11 +6,12 @@ import json
 
 import torch
 
-from deepseek_ray.config import SearchConfig
+from deepseek_ray.config import SearchConfig, TrainConfig
 from deepseek_ray.data import load_dataset
 from deepseek_ray.hpo import HPOConfig, run_search
 from deepseek_ray.nas import NASConfig
-from deepseek_ray.train import TrainSettings, train
+from deepseek_ray.optim.drills import FailOnce, InjectOOM
+from deepseek_ray.train import train
 
 
 def digits(limit: int | None = 600):
@@ -44,21 +45,31 @@ def test_epoch_budget_stops_the_search(ray_address, tiny_config_path, tmp_path):
     assert result.stop_reason.startswith("epoch budget") and len(result.trials) < 20
 
 
-def settings(**overrides) -> TrainSettings:
-    base = dict(model_spec={"type": "cellnet", "arch": "c8|conv3x3", "in_channels": 1, "num_classes": 10}, epochs=2,
-                lr=5e-3, batch_size=32, patience=None, augment=[{"type": "random_shift", "pixels": 1}], seed=3)
-    return TrainSettings(**{**base, **overrides})
+CELLNET = {"type": "cellnet", "arch": "c8|conv3x3", "in_channels": 1, "num_classes": 10}
+PLAIN_CNN = {"type": "plain_cnn", "in_channels": 1, "num_classes": 10, "image_size": 8}
+
+
+SHIFT = ({"type": "random_shift", "pixels": 1},)
+
+
+def run(data, name: str, tmp_path, *, model_spec=CELLNET, seed: int = 3, augment=SHIFT, callbacks=(), ray_callbacks=(),
+        progress=None, **config):
+    """``train()`` on two workers with the test recipe; ``config`` overrides TrainConfig fields."""
+    recipe = TrainConfig(**{"epochs": 2, "workers": 2, "optimizer": {"lr": 5e-3}, "per_device_train_batch_size": 32,
+                            "early_stopping_patience": None, **config})
+    return train(recipe, data, model_spec=model_spec, name=name, storage_path=tmp_path, seed=seed,
+                 augment=list(augment), callbacks=callbacks, ray_callbacks=ray_callbacks, progress=progress)
 
 
 def test_same_seed_same_weights_on_two_workers(ray_address, tmp_path):
     data = digits()
-    first = train(settings(), data, name="repro-a", storage_path=tmp_path, workers=2)
-    second = train(settings(), data, name="repro-b", storage_path=tmp_path, workers=2)
+    first = run(data, "repro-a", tmp_path)
+    second = run(data, "repro-b", tmp_path)
     assert [r["epoch"] for r in first.history] == [1, 2]
     assert first.best_weights.keys() == second.best_weights.keys()
     assert not any(k.startswith("module.") for k in first.best_weights)
     assert all(torch.equal(first.best_weights[k], second.best_weights[k]) for k in first.best_weights)
-    other = train(settings(seed=4, epochs=1), data, name="repro-c", storage_path=tmp_path, workers=2)
+    other = run(data, "repro-c", tmp_path, seed=4, epochs=1)
     assert not all(torch.equal(first.best_weights[k], other.best_weights[k]) for k in other.best_weights)
 
 
@@ -75,36 +86,34 @@ def test_the_train_controller_never_imports_torch(ray_address, tmp_path):
 
             seen.write_text(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 
-    train(settings(epochs=1), digits(200), name="lean-controller", storage_path=tmp_path, workers=2,
-          callbacks=[ControllerModules()])
+    run(digits(200), "lean-controller", tmp_path, epochs=1, ray_callbacks=[ControllerModules()])
     modules = seen.read_text().split()
     assert "deepseek_ray" in modules and "torch" not in modules
 
 
 def test_a_failed_worker_group_resumes_from_the_last_checkpoint(ray_address, tmp_path):
     lines: list[str] = []
-    result = train(settings(epochs=3, fail_at_epoch=1), digits(), name="drill", storage_path=tmp_path, workers=2,
-                   max_failures=1, progress=lines.append)
+    result = run(digits(), "drill", tmp_path, epochs=3, max_failures=1, progress=lines.append,
+                 callbacks=[FailOnce(after_epoch=1)])
     assert [r["epoch"] for r in result.history] == [1, 2, 3]  # each epoch reported exactly once
     assert result.epochs_run == 3 and len(lines) == 3
 
 
 def test_an_out_of_memory_on_one_rank_backs_off_every_rank(ray_address, tmp_path):
-    plain = {"model_spec": {"type": "plain_cnn", "in_channels": 1, "num_classes": 10, "image_size": 8},
-             "augment": [], "epochs": 1, "batch_size": 16}
+    plain = {"model_spec": PLAIN_CNN, "augment": [], "epochs": 1, "per_device_train_batch_size": 16}
     data = digits(400)
-    reference = train(settings(**plain), data, name="oom-reference", storage_path=tmp_path, workers=2)
-    drilled = train(settings(**plain, inject_oom={"rank": 1, "step": 2}), data, name="oom-drill", storage_path=tmp_path,
-                    workers=2)
-    folder = next(p for p in (tmp_path / "oom-drill").glob("checkpoint_*") if p.is_dir())  # not Ray's checkpoint_manager_snapshot.json
+    reference = run(data, "oom-reference", tmp_path, **plain)
+    drilled = run(data, "oom-drill", tmp_path, **plain, callbacks=[InjectOOM(rank=1, step=2)])
+    # is_dir: not Ray's checkpoint_manager_snapshot.json
+    folder = next(p for p in (tmp_path / "oom-drill").glob("checkpoint_*") if p.is_dir())
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
     assert (state["trainer"]["batch_size"], state["trainer"]["accumulation"]) == (8, 2)  # both ranks backed off
     for key, value in reference.best_weights.items():
         assert torch.allclose(value, drilled.best_weights[key], atol=1e-5), key
     # Inside the syncing backward (all-reduces in flight) no redo is possible: the worker ends, leaves the
     # micro-batch to restart with, and the restarted run still ends with the weights of a run without OOM.
-    restarted = train(settings(**plain, inject_oom={"rank": 1, "step": 2, "where": "backward"}), data,
-                      name="oom-backward", storage_path=tmp_path, workers=2, max_failures=1)
+    restarted = run(data, "oom-backward", tmp_path, **plain, max_failures=1,
+                    callbacks=[InjectOOM(rank=1, step=2, where="backward")])
     assert json.loads((tmp_path / "oom-backward" / "oom_micro_batch.json").read_text()) == {"micro_batch": 8}
     for key, value in reference.best_weights.items():
         assert torch.allclose(value, restarted.best_weights[key], atol=1e-5), key
@@ -113,11 +122,10 @@ def test_an_out_of_memory_on_one_rank_backs_off_every_rank(ray_address, tmp_path
 def test_an_out_of_memory_under_ddp_with_batchnorm_buffers(ray_address, tmp_path):
     """DDP broadcasts BatchNorm statistics at the start of a window: the failed forward already did, so the
     redone window must not (a second broadcast met the other rank's all-reduce, and the run hung)."""
-    spec = {"augment": [], "epochs": 1, "batch_size": 16}  # the cell net: conv → BatchNorm
+    spec = {"augment": [], "epochs": 1, "per_device_train_batch_size": 16}  # the cell net: conv → BatchNorm
     data = digits(400)
-    reference = train(settings(**spec), data, name="bn-reference", storage_path=tmp_path, workers=2)
-    drilled = train(settings(**spec, inject_oom={"rank": 1, "step": 2}), data, name="bn-drill", storage_path=tmp_path,
-                    workers=2, max_failures=0)
+    reference = run(data, "bn-reference", tmp_path, **spec)
+    drilled = run(data, "bn-drill", tmp_path, **spec, max_failures=0, callbacks=[InjectOOM(rank=1, step=2)])
     folder = next(p for p in (tmp_path / "bn-drill").glob("checkpoint_*") if p.is_dir())
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
     assert (state["trainer"]["batch_size"], state["trainer"]["accumulation"]) == (8, 2)

@@ -2,7 +2,9 @@
 
 The same :class:`MixedPrecisionTrainer` runs a search trial (one process), and each rank of a
 Ray Train run (the model then arrives wrapped in DistributedDataParallel). It imports nothing from
-Ray or MLflow, so it runs anywhere torch does.
+Ray or MLflow, so it runs anywhere torch does. What a run does around the step (best weights, early
+stopping, timing, checkpoints, failure drills) comes in as callbacks
+(:class:`~deepseek_ray.optim.callbacks.Callback`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, SequentialSampler
 from torch.utils.data.dataloader import default_collate
+
+from ..config.registries import COMPILE_MODES as _COMPILE_MODES
+from ..config.registries import LR_SCHEDULES, METRICS, OPTIMIZERS, Metric
+from .callbacks import Callback, EpochFunction
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 EpochCallback = Callable[[int, dict[str, float]], bool | None]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -25,10 +36,23 @@ BatchTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[t
 _OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULES = ("cosine", "linear", "constant")
 TASKS = ("classification", "regression")
+# The experiment file's lists (train.optimizer.type, train.scheduler.type) are these, registered here.
+for _name, _optimizer in _OPTIMIZERS.items():
+    OPTIMIZERS.register(_name)(_optimizer)
+for _name in SCHEDULES:
+    LR_SCHEDULES.register(_name)(_name)
+# What fit() and every search trial report per epoch (evaluate()'s keys with "val_"), and which way is better:
+# the list search.metric is checked against.
+METRICS.register("val_loss")(Metric("min"))
+METRICS.register("val_accuracy")(Metric("max", ("classification",)))
+METRICS.register("val_mae")(Metric("min", ("regression",)))
+METRICS.register("train_loss")(Metric("min"))
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """The learning-rate multiplier at ``step``: linear warmup, then cosine/linear decay or constant.
+
+    The trainer's ``torch.optim.lr_scheduler.LambdaLR`` applies it (the way transformers' schedules do).
 
     >>> [round(lr_factor(s, 2, 10, 'linear'), 3) for s in (0, 1, 2, 6, 10)]
     [0.5, 1.0, 1.0, 0.5, 0.0]
@@ -64,6 +88,8 @@ class MixedPrecisionTrainer:
     (``'max-autotune-no-cudagraphs'``, ``'max-autotune'``, ``'reduce-overhead'``).
     On out-of-memory it halves the micro-batch and doubles the accumulation (same effective batch, same
     step), nothing exchanged between ranks per step; ``oom_recovery=False`` lets the error propagate.
+    ``callbacks`` (:class:`~deepseek_ray.optim.callbacks.Callback`) run in list order at each hook;
+    :meth:`from_config` builds the trainer from the experiment file's ``train`` section.
     """
 
     def __init__(
@@ -86,6 +112,7 @@ class MixedPrecisionTrainer:
         seed: int = 0,
         task: str = "classification",
         oom_recovery: bool = True,
+        callbacks: Sequence[Callback] = (),
     ):
         if fp16 and bf16:
             raise ValueError("choose one of fp16 and bf16")
@@ -98,10 +125,14 @@ class MixedPrecisionTrainer:
         self.amp_dtype = self._pick_amp_dtype(fp16, bf16)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         self.optimizer = self._make_optimizer(optimizer, lr, weight_decay)
-        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.clip_grad_norm = clip_grad_norm
         self.warmup_steps = warmup_steps
         self.schedule = scheduler
+        self.total_steps = 0  # what the schedule decays over: set by fit(), or by a caller of train_epoch()
+        # Stepped once per optimizer step; its state is part of state_dict().
+        self.lr_scheduler = LambdaLR(self.optimizer, self._lr_factor)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # what the latest optimizer step used
+        self.per_device_train_batch_size = per_device_train_batch_size  # as configured; batch_size may back off
         self.batch_size = per_device_train_batch_size
         self.accumulation = 1
         self.set_gradient_accumulation(gradient_accumulation_steps)
@@ -111,12 +142,56 @@ class MixedPrecisionTrainer:
         self.task = task
         self.step = 0  # optimizer steps taken
         self.epoch = 0  # epochs completed
-        self.total_steps = 0
         self.last_grad_norm: torch.Tensor | None = None
         self.oom_recovery = oom_recovery
         self.oom_events = 0
-        # A hook called before each micro-batch with (step, micro_index): for failure drills in tests.
-        self.before_micro_batch: Callable[[int, int], None] | None = None
+        self.callbacks = list(callbacks)
+        self.should_stop = False  # a callback sets it to end fit() after the current epoch
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TrainConfig,
+        model: nn.Module,
+        *,
+        device: str | torch.device | None = None,
+        batch_transform: BatchTransform | None = None,
+        seed: int = 0,
+        task: str = "classification",
+        callbacks: Sequence[Callback] = (),
+    ) -> MixedPrecisionTrainer:
+        """The trainer the experiment file's ``train`` section describes (its ``optimizer.lr`` must be set:
+        merge the searched one in with ``config.model_copy(update=...)``).
+
+        Early stopping, workers and retries are the run's business, not the step's: see ``deepseek_ray.train``.
+
+        >>> from deepseek_ray.config import TrainConfig
+        >>> config = TrainConfig(optimizer={'lr': 3e-4}, scheduler={'type': 'linear', 'warmup_steps': 10})
+        >>> trainer = MixedPrecisionTrainer.from_config(config, nn.Linear(2, 2))
+        >>> trainer.schedule, trainer.warmup_steps, trainer.batch_size
+        ('linear', 10, 64)
+        """
+        if config.optimizer.lr is None:
+            raise ValueError("train.optimizer.lr is not set: give it in the file or merge the search's choice in")
+        return cls(
+            model,
+            config.optimizer.type,
+            config.optimizer.lr,
+            weight_decay=config.optimizer.weight_decay,
+            fp16=config.precision == "fp16",
+            bf16=config.precision == "bf16",
+            clip_grad_norm=config.clip_grad_norm,
+            warmup_steps=config.scheduler.warmup_steps,
+            scheduler=config.scheduler.type,
+            per_device_train_batch_size=config.per_device_train_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation,
+            compile=config.compile,
+            device=device,
+            batch_transform=batch_transform,
+            seed=seed,
+            task=task,
+            callbacks=callbacks,
+        )
 
     # ------------------------------------------------------------------------------ set-up
     def _pick_amp_dtype(self, fp16: bool, bf16: bool) -> torch.dtype | None:
@@ -125,7 +200,9 @@ class MixedPrecisionTrainer:
             return None
         return torch.float16 if fp16 else torch.bfloat16 if bf16 else None
 
-    def _make_optimizer(self, optimizer: str | torch.optim.Optimizer, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    def _make_optimizer(
+        self, optimizer: str | torch.optim.Optimizer, lr: float, weight_decay: float
+    ) -> torch.optim.Optimizer:
         if isinstance(optimizer, torch.optim.Optimizer):
             return optimizer
         if optimizer not in _OPTIMIZERS:
@@ -149,7 +226,7 @@ class MixedPrecisionTrainer:
         if isinstance(data, DataLoader):
             return data
         rank, world = _world()
-        batches = BatchSampler(_Shard(len(data), rank, world), self.batch_size, drop_last=False)
+        batches = BatchSampler(_Shard(_length(data), rank, world), self.batch_size, drop_last=False)
         collate = (lambda batch: batch) if hasattr(data, "__getitems__") else None
         return DataLoader(data, batch_sampler=batches, collate_fn=collate)
 
@@ -158,7 +235,7 @@ class MixedPrecisionTrainer:
         if isinstance(data, DataLoader):
             return math.ceil(len(data) / self.accumulation)
         world = _world()[1]
-        shard = len(data) // world if world > 1 else len(data)
+        shard = _length(data) // world if world > 1 else _length(data)
         return math.ceil(shard / (self.batch_size * self.accumulation))
 
     # ----------------------------------------------------------------------------- training
@@ -167,13 +244,11 @@ class MixedPrecisionTrainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _set_lr(self) -> None:
-        factor = lr_factor(self.step, self.warmup_steps, self.total_steps, self.schedule)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * factor
+    def _lr_factor(self, step: int) -> float:
+        # Reads total_steps when called: fit() sets it after construction.
+        return lr_factor(step, self.warmup_steps, self.total_steps, self.schedule)
 
     def _optimizer_step(self) -> None:
-        self._set_lr()
         self.scaler.unscale_(self.optimizer)
         if self.clip_grad_norm is not None:
             # Kept as a tensor: reading it would stall the GPU once per step.
@@ -181,16 +256,21 @@ class MixedPrecisionTrainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.lr_scheduler.step()
         self.step += 1
 
     def _epoch_order(self, data: Dataset) -> list[int]:
         """This rank's example order for the current epoch: a function of (seed, epoch, rank) only."""
         rank, world = _world()
         if world > 1:
-            sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
+            sampler: DistributedSampler[int] = DistributedSampler(
+                data, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+            )
             sampler.set_epoch(self.epoch)
             return list(sampler)
-        return torch.randperm(len(data), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)).tolist()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(_length(data), generator=generator).tolist()
 
     def train_epoch(self, data: Dataset | DataLoader) -> float:
         """One pass over ``data``; returns the mean training loss (this rank's).
@@ -260,9 +340,11 @@ class MixedPrecisionTrainer:
         self._optimizer_step()
         return total
 
-    def _micro_loss(self, data: Dataset, chunk: list[int], index: int, generator: torch.Generator, sync: bool) -> torch.Tensor:
-        if self.before_micro_batch is not None:
-            self.before_micro_batch(self.step, index)
+    def _micro_loss(
+        self, data: Dataset, chunk: list[int], index: int, generator: torch.Generator, sync: bool
+    ) -> torch.Tensor:
+        for callback in self.callbacks:
+            callback.on_micro_batch_start(self, self.step, index)
         x, y = _fetch(data, chunk)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.batch_transform is not None:
@@ -283,7 +365,7 @@ class MixedPrecisionTrainer:
         all-reduce instead.
         """
         if hasattr(self.model, "require_forward_param_sync"):
-            self.model.require_forward_param_sync = False
+            setattr(self.model, "require_forward_param_sync", False)  # noqa: B010 (a DDP attribute torch types as Tensor)
 
     def _free_cache(self) -> None:
         if self.device.type == "cuda":
@@ -311,8 +393,11 @@ class MixedPrecisionTrainer:
         self._free_cache()
         self._halve_micro_batch()
         self.oom_events += 1
-        warnings.warn(f"out of memory: micro-batch now {self.batch_size}, accumulation {self.accumulation} "
-                      f"(effective batch unchanged)", stacklevel=3)
+        warnings.warn(
+            f"out of memory: micro-batch now {self.batch_size}, accumulation {self.accumulation} "
+            f"(effective batch unchanged)",
+            stacklevel=3,
+        )
 
     def _halve_micro_batch(self) -> None:
         self.batch_size //= 2
@@ -347,7 +432,7 @@ class MixedPrecisionTrainer:
     def _no_sync(self, skip_sync: bool) -> contextlib.AbstractContextManager:
         # Under DDP, all-reduce only on the micro-batch that ends an accumulation window.
         if skip_sync and hasattr(self.model, "no_sync"):
-            return self.model.no_sync()
+            return cast(Any, self.model).no_sync()
         return contextlib.nullcontext()
 
     @torch.no_grad()
@@ -377,30 +462,78 @@ class MixedPrecisionTrainer:
         return {"loss": loss_sum / count, "mae" if self.task == "regression" else "accuracy": quality_sum / count}
 
     def fit(
-        self, train_data: Dataset | DataLoader, val_data: Dataset | DataLoader | None = None, epochs: int = 1,
+        self,
+        train_data: Dataset | DataLoader,
+        val_data: Dataset | DataLoader | None = None,
+        epochs: int = 1,
         on_epoch_end: EpochCallback | None = None,
-    ) -> list[dict[str, float]]:
-        """Train for ``epochs`` (continuing from :attr:`epoch`); ``on_epoch_end`` returning True stops early."""
+    ) -> list[dict[str, Any]]:
+        """Train until epoch ``epochs`` (continuing from :attr:`epoch`) or until a callback sets :attr:`should_stop`.
+
+        Each epoch's metrics: ``epoch``, ``train_loss`` (the mean over ranks), ``val_*`` (with ``val_data``),
+        ``lr`` (of the epoch's last step), plus what the callbacks add. ``on_epoch_end(epoch, metrics)``
+        returning True stops early: a shorthand for an :class:`~deepseek_ray.optim.callbacks.EpochFunction`.
+        """
+        callbacks = [*self.callbacks, *([EpochFunction(on_epoch_end)] if on_epoch_end is not None else [])]
         self.total_steps = self.steps_per_epoch(train_data) * epochs
-        history = []
-        while self.epoch < epochs:
-            metrics = {"epoch": self.epoch + 1, "train_loss": self.train_epoch(train_data)}
-            if val_data is not None:
-                metrics.update({f"val_{k}": v for k, v in self.evaluate(val_data).items()})
-            metrics["lr"] = self.optimizer.param_groups[0]["lr"]
-            history.append(metrics)
-            if on_epoch_end is not None and on_epoch_end(self.epoch, metrics):
-                break
+        self._align_schedule()
+        self.should_stop = False
+        history: list[dict[str, Any]] = []
+        try:
+            for callback in callbacks:
+                callback.on_fit_start(self)
+            while self.epoch < epochs and not self.should_stop:
+                history.append(self._fit_epoch(train_data, val_data, callbacks))
+            for callback in callbacks:
+                callback.on_fit_end(self, history)
+        except BaseException as error:
+            for callback in callbacks:
+                callback.on_exception(self, error)
+            raise
         return history
 
+    def _fit_epoch(
+        self, train_data: Dataset | DataLoader, val_data: Dataset | DataLoader | None, callbacks: list[Callback]
+    ) -> dict[str, Any]:
+        for callback in callbacks:
+            callback.on_epoch_start(self, self.epoch + 1)
+        train_loss = self._mean_over_ranks(self.train_epoch(train_data))  # counts the epoch
+        metrics: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss}
+        if val_data is not None:
+            metrics.update({f"val_{k}": v for k, v in self.evaluate(val_data).items()})
+        metrics["lr"] = self.last_lr
+        for callback in callbacks:
+            callback.on_epoch_end(self, self.epoch, metrics)
+        return metrics
+
+    def _mean_over_ranks(self, value: float) -> float:
+        """Under DDP, the mean of ``value`` over the ranks (one all-reduce per epoch)."""
+        world = _world()[1]
+        if world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)  # NCCL reduces only CUDA tensors
+        dist.all_reduce(tensor)
+        return float(tensor) / world
+
     # --------------------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: weights, optimizer, scaler, counters, RNG."""
+    @property
+    def network(self) -> nn.Module:
+        """The model itself, unwrapped from DistributedDataParallel."""
+        return cast(nn.Module, self.model.module) if hasattr(self.model, "module") else self.model
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The model's weights without DDP's ``module.`` prefix."""
         from ..models.bundle import strip_ddp_prefix
 
+        return strip_ddp_prefix(self.model.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, LR schedule, scaler, counters, RNG, and
+        the state of each callback that has a ``state_key``."""
         return {
-            "model": strip_ddp_prefix(self.model.state_dict()),
+            "model": self.model_state(),
             "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.epoch,
@@ -408,16 +541,37 @@ class MixedPrecisionTrainer:
             "batch_size": self.batch_size,
             "accumulation": self.accumulation,
             "torch_rng": torch.get_rng_state(),
+            "callbacks": {c.state_key: c.state_dict() for c in self.callbacks if c.state_key is not None},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        target = self.model.module if hasattr(self.model, "module") else self.model
-        target.load_state_dict(state["model"])
+        """Continue from :meth:`state_dict`'s output, keeping this trainer's own learning rate.
+
+        The schedule's progress comes from ``state``, its peak learning rate stays this trainer's: a search
+        continues another trial's state with its own ``lr`` (for a plain resume the two are the same).
+        """
+        self.network.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.total_steps = state["step"], state["epoch"], state["total_steps"]
+        self._align_schedule(state["lr_scheduler"])
         self.batch_size, self.accumulation = state["batch_size"], state["accumulation"]
         torch.set_rng_state(state["torch_rng"])
+        saved = state.get("callbacks", {})
+        for callback in self.callbacks:
+            if callback.state_key in saved:
+                callback.load_state_dict(saved[callback.state_key])
+
+    def _align_schedule(self, saved: dict[str, Any] | None = None) -> None:
+        """Set the next step's learning rate from the schedule's progress (``saved``, else its own), this
+        trainer's peak learning rates and the current :attr:`total_steps` (which fit() may just have changed)."""
+        saved = self.lr_scheduler.state_dict() if saved is None else saved
+        base = list(self.lr_scheduler.base_lrs)
+        lrs = [lr * self._lr_factor(saved["last_epoch"]) for lr in base]
+        self.lr_scheduler.load_state_dict({**saved, "base_lrs": base, "_last_lr": lrs})
+        # The optimizer's state brought the saved learning rate: replace it with this trainer's.
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
 
 
 class _Shard(SequentialSampler):
@@ -433,6 +587,10 @@ class _Shard(SequentialSampler):
         return len(self.indices)
 
 
+def _length(data: Dataset) -> int:
+    return len(cast(Sized, data))  # every map-style dataset here has a length; torch's type does not say so
+
+
 def _fetch(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A micro-batch by index: one slice where the dataset supports it, else item by item."""
     if hasattr(data, "__getitems__"):
@@ -441,6 +599,8 @@ def _fetch(data: Dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tenso
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+for _mode in COMPILE_MODES:  # train.compile's list
+    _COMPILE_MODES.register(_mode)(_mode)
 
 
 def _compiled(model: nn.Module, compile: bool | str) -> nn.Module | Callable[..., torch.Tensor]:
