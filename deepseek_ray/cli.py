@@ -116,7 +116,8 @@ def _data_options(cfg: Any) -> str:
 
 
 def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
-    from . import pipeline
+    from . import pipeline, stages
+    from .data import from_config
     from .report import Reporter
     from .runtime import connect
     from .tracking import Tracker
@@ -138,12 +139,12 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
     else:
         tracker = Tracker.from_config(cfg.tracking, cfg.name)
         stage: Callable[..., Any] = {
-            "search": lambda: pipeline.search_stage(
-                cfg, pipeline.load_data(cfg), reporter, tracker, resume=args.resume
+            "search": lambda: stages.search_stage(
+                cfg, from_config(cfg.data, cfg.seed), reporter, tracker, resume=args.resume
             ),
-            "train": lambda: pipeline.train_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
-            "export": lambda: pipeline.export_stage(cfg, pipeline.load_data(cfg), reporter, tracker),
-            "serve": lambda: pipeline.serve_stage(cfg, reporter),
+            "train": lambda: stages.train_stage(cfg, from_config(cfg.data, cfg.seed), reporter, tracker),
+            "export": lambda: stages.export_stage(cfg, from_config(cfg.data, cfg.seed), reporter, tracker),
+            "serve": lambda: stages.serve_stage(cfg, reporter),
         }[args.command]
         with (
             tracker.run(f"{cfg.name}-{args.command}", tags={"deepseek_ray.stage": args.command}),

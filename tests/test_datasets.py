@@ -30,7 +30,7 @@ def test_registry_has_every_promised_dataset():
 ])
 def test_named_datasets_load_with_their_model_inputs(name, kind, task, inputs):
     splits = load_dataset(name, seed=0)
-    assert (splits.kind, splits.task, splits.model_inputs()) == (kind, task, inputs)
+    assert (splits.kind.name, splits.task, splits.model_inputs()) == (kind, task, inputs)
     assert min(len(splits.train), len(splits.val), len(splits.test)) > 0
     assert torch.isfinite(splits.train.x).all() and isinstance(splits.train, torch.utils.data.Dataset)
 
@@ -39,7 +39,7 @@ def test_rotten_tomatoes_is_the_real_labelled_corpus():
     frame = rotten_tomatoes().frame
     assert len(frame) == 12808 and set(frame.label) == {"fresh", "rotten"}
     splits = load_dataset("rotten_tomatoes", limit=300, seed=0, max_len=16)
-    assert splits.kind == "text" and splits.train.x.dtype == torch.int64 and splits.train.x.shape[1] == 16
+    assert splits.kind.name == "text" and splits.train.x.dtype == torch.int64 and splits.train.x.shape[1] == 16
     assert splits.model_inputs()["num_classes"] == 2
 
 
@@ -58,7 +58,7 @@ def test_user_files_load_with_a_named_label_column(tmp_path, suffix):
     {".csv": lambda: frame.to_csv(path, index=False), ".parquet": lambda: frame.to_parquet(path),
      ".jsonl": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()
     splits = load_dataset(str(path), label="kind", seed=0)
-    assert splits.kind == "tabular" and splits.model_inputs() == {"in_features": 3, "num_classes": 3}
+    assert splits.kind.name == "tabular" and splits.model_inputs() == {"in_features": 3, "num_classes": 3}
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
 
 

@@ -59,8 +59,24 @@ class Noisy(nn.Module):
 
 
 def test_parity_beyond_tolerance_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match=r"onnx export of Noisy differs from torch by .* \(parity_tolerance=0.001\)"):
+    with pytest.raises(ValueError, match=r"onnx export of Noisy differs from torch by .* over 4 inputs \(bound 0.001\)"):
         ModelExporter().export(Noisy(), tmp_path / "noisy.onnx", torch.zeros(4, 3))
+
+
+def test_parity_runs_over_every_input_given_in_one_pass(tmp_path):
+    """The exporter checks the inputs it is given (not only the tracing example) and hands back both models'
+    outputs on them; a classifier must also give identical classes."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Softmax(-1))
+    inputs = torch.randn(300, 3, generator=torch.Generator().manual_seed(0))
+    exporter = ModelExporter(task="classification")
+    result = exporter.export(model, tmp_path / "m.onnx", example_input=inputs[:2], parity_inputs=inputs)
+    assert result.outputs.shape == result.expected.shape == (300, 4)
+    assert np.array_equal(result.outputs, onnx_predict(onnx_session(tmp_path / "m.onnx"), inputs.numpy()))
+    with torch.no_grad():
+        assert np.allclose(result.expected, model(inputs).numpy())
+    swapped = result.outputs[:, ::-1]
+    with pytest.raises(ValueError, match="classes identical: False"):
+        ModelExporter(task="classification", parity_tolerance=1.0).check_parity(result.expected, swapped)
 
 
 def test_bundle_example_is_drawn_like_its_data(image_bundle, tmp_path):

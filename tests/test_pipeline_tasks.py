@@ -176,15 +176,16 @@ def test_timeseries_onnx_matches_torch_on_real_windows(task_runs):
 
 def test_timeseries_model_served_rejects_wrong_windows(task_runs):
     """The replica's request parser on the co2 export: a window of 12 values in, anything else a BadRequest (400)."""
-    from deepseek_ray.deploy.app import BadRequest, RequestParser
+    from deepseek_ray.data import BadRequest
+    from deepseek_ray.deploy.app import request_parser
     from deepseek_ray.export import onnx_session, read_metadata
 
     path = task_runs["timeseries"]["run_dir"] / "export" / "model.onnx"
-    parser = RequestParser.from_model(read_metadata(path), onnx_session(path), path)
-    assert parser({"inputs": [330.0] * 12}).shape == (1, 1, 12)
+    parser = request_parser(read_metadata(path), onnx_session(path), path)
+    assert parser([330.0] * 12).shape == (1, 1, 12)
     for bad in ([330.0] * 11, "330", [[330.0] * 12, [330.0] * 6]):
         with pytest.raises(BadRequest):
-            parser({"inputs": bad})
+            parser(bad)
 
 
 # ------------------------------------------------------------------------------ text (no Ray)
@@ -192,24 +193,23 @@ def test_text_endpoint_parser_tokenizes_like_training(tmp_path):
     """Raw strings sent to a text endpoint become exactly the token ids training saw."""
     import pandas as pd
 
-    from deepseek_ray.data import TextPreprocessor
-    from deepseek_ray.deploy.app import BadRequest, RequestParser
-    from deepseek_ray.pipeline import input_spec
+    from deepseek_ray.data import BadRequest, TextPreprocessor
+    from deepseek_ray.data.text import TextRequestParser
 
     frame = pd.DataFrame({"text": [f"review {i} was {'great fun' if i % 2 else 'dull and slow'}" for i in range(60)],
                           "label": ["fresh" if i % 2 else "rotten" for i in range(60)]})
     pre = TextPreprocessor(tokenizer="bpe", max_len=8, output_dir=tmp_path / "tok")
     data = pre.process(frame)
-    spec = input_spec(data, tmp_path)  # copies the tokenizer beside the (would-be) model
+    spec = data.kind.input_spec(data, tmp_path)  # copies the tokenizer beside the (would-be) model
     assert spec["tokenizer"] == "tokenizer.json" and (tmp_path / "tokenizer.json").is_file()
-    from deepseek_ray.data import load_tokenizer
 
-    parser = RequestParser((8,), np.int64, "text", spec, tokenizer=load_tokenizer(tmp_path / spec["tokenizer"]))
+    parser = TextRequestParser((8,), np.int64, spec, export_dir=tmp_path)
+    assert parser.accepts_text
     texts = ["review 3 was great fun", "a dull and slow review that goes on and on"]
-    assert (parser({"inputs": texts}) == pre.encode(texts)).all()
-    assert parser({"inputs": [5, 6]}).tolist() == [[5, 6] + [spec["pad_id"]] * 6]
+    assert (parser(texts) == pre.encode(texts)).all()
+    assert parser([5, 6]).tolist() == [[5, 6] + [spec["pad_id"]] * 6]
     for bad, reason in (([1.5, 2], "token ids"), ([[1] * 9], "at most 8"), ([spec["vocab_size"]], "must be in")):
         with pytest.raises(BadRequest, match=reason):
-            parser({"inputs": bad})
+            parser(bad)
     with pytest.raises(BadRequest, match="no tokenizer"):
-        RequestParser((8,), np.int64, "text", spec)({"inputs": "no tokenizer here"})
+        TextRequestParser((8,), np.int64, spec)("no tokenizer here")

@@ -154,5 +154,5 @@ def test_a_text_file_through_load_dataset(tmp_path):
     path = tmp_path / "reviews.jsonl"
     _reviews().rename(columns={"text": "review", "label": "verdict"}).to_json(path, orient="records", lines=True)
     splits = load_dataset(str(path), label="verdict", max_len=10, seed=0)
-    assert splits.kind == "text" and splits.train.x.shape[1] == 10 and splits.labels == ["neg", "pos"]
+    assert splits.kind.name == "text" and splits.train.x.shape[1] == 10 and splits.labels == ["neg", "pos"]
     assert splits.preprocessing["tokenizer"].startswith(str(tmp_path))

@@ -17,7 +17,9 @@ from typing import Literal
 from .registry import Registry
 
 #: Kinds of data (``data.kind``): one :class:`deepseek_ray.data.DataKind` subclass each.
-KINDS: Registry = Registry("data.kind", providers=("deepseek_ray.data",))
+KINDS: Registry = Registry(
+    "data.kind", providers=tuple(f"deepseek_ray.data.{kind}" for kind in ("image", "tabular", "text", "timeseries"))
+)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     def items(self) -> list[tuple[str, T]]:
+        """``(name, implementation)`` pairs, in registration order."""
         return list(self._loaded().items())
 
     def __repr__(self) -> str:

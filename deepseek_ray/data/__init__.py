@@ -6,28 +6,68 @@
 10
 """
 
+from ..config.registries import KINDS
+from ..files import fingerprint
 from . import sources  # noqa: F401  (registers the named datasets)
 from .augment import build_batch_transform, cutmix, mixup, random_shift
 from .datasets import (
-    KINDS,
     ArrayDataset,
     DatasetSplits,
     Table,
     available_datasets,
     dataset_kind,
-    fingerprint,
+    from_config,
+    kind_options,
     load_dataset,
     read_table,
     register_dataset,
     split_indices,
 )
-from .tabular import TabularTransform, tabular_splits
-from .text import AUGMENTATIONS, BackTranslation, TextPreprocessor, load_tokenizer, train_tokenizer, wordnet
-from .timeseries import time_segments, timeseries_splits
+from .image import ImageKind, image_splits
+from .kinds import BadRequest, Baseline, DataKind, RequestParser, get_kind, kind_metadata, kind_of, register_kind
+from .tabular import TabularKind, TabularTransform, tabular_splits
+from .text import AUGMENTATIONS, BackTranslation, TextKind, TextPreprocessor, load_tokenizer, train_tokenizer, wordnet
+from .timeseries import TimeSeriesKind, time_segments, timeseries_splits
 
 __all__ = [
-    "AUGMENTATIONS", "KINDS", "ArrayDataset", "BackTranslation", "DatasetSplits", "Table", "TabularTransform",
-    "TextPreprocessor", "available_datasets", "build_batch_transform", "cutmix", "dataset_kind", "fingerprint",
-    "load_dataset", "load_tokenizer", "mixup", "random_shift", "read_table", "register_dataset", "split_indices",
-    "tabular_splits", "time_segments", "timeseries_splits", "train_tokenizer", "wordnet",
+    "AUGMENTATIONS",
+    "KINDS",
+    "ArrayDataset",
+    "BackTranslation",
+    "BadRequest",
+    "Baseline",
+    "DataKind",
+    "DatasetSplits",
+    "ImageKind",
+    "RequestParser",
+    "Table",
+    "TabularKind",
+    "TabularTransform",
+    "TextKind",
+    "TextPreprocessor",
+    "TimeSeriesKind",
+    "available_datasets",
+    "build_batch_transform",
+    "cutmix",
+    "dataset_kind",
+    "from_config",
+    "kind_options",
+    "fingerprint",
+    "get_kind",
+    "image_splits",
+    "kind_metadata",
+    "kind_of",
+    "load_dataset",
+    "load_tokenizer",
+    "mixup",
+    "random_shift",
+    "read_table",
+    "register_dataset",
+    "register_kind",
+    "split_indices",
+    "tabular_splits",
+    "time_segments",
+    "timeseries_splits",
+    "train_tokenizer",
+    "wordnet",
 ]

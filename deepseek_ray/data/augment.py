@@ -7,7 +7,8 @@ Each transform draws from the generator it is handed, so a seed fixes every augm
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

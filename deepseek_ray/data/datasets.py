@@ -1,7 +1,7 @@
 """In-memory datasets, deterministic splits, and the registry of named datasets.
 
-A registered loader returns raw data of one *kind*; the kind picks how it is split and what is
-fitted on the training split (never on val/test):
+A registered loader returns raw data of one *kind* (:mod:`deepseek_ray.data.kinds`); the kind's class
+splits it and fits what is fitted on the training split (never on val/test):
 
 =============  ==========================================  ===============================================
 kind           loader returns                              fitted on the training split
@@ -15,17 +15,19 @@ kind           loader returns                              fitted on the trainin
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..config.schema import DATA_KINDS as KINDS  # the config's own list (data.kind): one place to add a kind
+from ..config import OPTIONS_KIND, DataConfig
+from ..config.registries import KINDS
+from .kinds import DataKind, get_kind
 
 FILE_SUFFIXES = (".csv", ".parquet", ".jsonl")
 
@@ -69,8 +71,10 @@ class ArrayDataset(Dataset):
         import ray.data
         from ray.data.extensions import ArrowTensorArray
 
-        columns = {name: ArrowTensorArray.from_numpy(t.numpy()) if t.dim() > 1 else pa.array(t.numpy())
-                   for name, t in (("x", self.x), ("y", self.y))}
+        columns = {
+            name: ArrowTensorArray.from_numpy(t.numpy()) if t.dim() > 1 else pa.array(t.numpy())
+            for name, t in (("x", self.x), ("y", self.y))
+        }
         return ray.data.from_arrow(pa.table(columns))
 
 
@@ -92,7 +96,7 @@ class DatasetSplits:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     task: str = "classification"  # or "regression"
-    kind: str = "image"  # one of KINDS
+    kind: DataKind = field(kw_only=True)  # the kind's class: splitting, model inputs, export spec, serving
 
     @property
     def num_classes(self) -> int:
@@ -108,18 +112,7 @@ class DatasetSplits:
         >>> load_dataset('macrodata').model_inputs()
         {'in_channels': 11, 'out_features': 1, 'target_channel': 10}
         """
-        if self.kind == "tabular":
-            head = {"out_features": 1} if self.task == "regression" else {"num_classes": self.num_classes}
-            return {"in_features": self.input_shape[0], **head}
-        if self.kind == "text":
-            inputs = {"vocab_size": self.preprocessing["vocab_size"], "num_classes": self.num_classes,
-                      "max_len": self.input_shape[0]}
-            pad_id = self.preprocessing.get("pad_id", 0)
-            return inputs | ({"pad_id": pad_id} if pad_id else {})
-        if self.kind == "timeseries":  # target_channel: the input channel a window-relative forecaster adds its change to
-            return {"in_channels": self.input_shape[0], "out_features": self.preprocessing["horizon"],
-                    "target_channel": int(self.preprocessing.get("target_channel", 0))}
-        return {"in_channels": self.input_shape[0], "num_classes": self.num_classes}
+        return self.kind.model_inputs(self)
 
     def raw(self, split: str = "test") -> torch.Tensor:
         """A split's inputs as they arrive from outside (before normalisation): what a served model takes."""
@@ -130,10 +123,21 @@ class DatasetSplits:
             return x * std + mean
         return x
 
+    def targets(self, split: str = "test") -> np.ndarray:
+        """A split's labels as a served model's outputs are compared with them: class indices, or
+        regression targets in the target's units (un-scaled by the training split's mean and std)."""
+        y = getattr(self, split).y.numpy()
+        return self.in_target_units(y) if self.task == "regression" else y
+
+    def in_target_units(self, values: Any) -> Any:
+        """Standardised regression values back in the target's units (the training split's mean and std)."""
+        prep = self.preprocessing
+        return values * float(prep.get("target_std", 1.0)) + float(prep.get("target_mean", 0.0))
+
     def summary(self) -> dict[str, Any]:
         return {
             "dataset": self.name,
-            "kind": self.kind,
+            "kind": self.kind.name,
             "task": self.task,
             "train": len(self.train),
             "val": len(self.val),
@@ -142,14 +146,6 @@ class DatasetSplits:
             "input_shape": list(self.input_shape),
             "data_hash": self.fingerprint,
         }
-
-
-def fingerprint(*arrays: np.ndarray) -> str:
-    """A short sha256 of the arrays' bytes: identifies the exact data a run saw."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
 
 
 def split_indices(n: int, fractions: tuple[float, float, float], seed: int) -> tuple[np.ndarray, ...]:
@@ -173,32 +169,6 @@ def encode_labels(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[str]
     classes = sorted(pd.unique(np.asarray(values)).tolist())
     index_of = {c: i for i, c in enumerate(classes)}
     return np.array([index_of[c] for c in np.asarray(values).tolist()], dtype=np.int64), [str(c) for c in classes]
-
-
-def image_splits(
-    name: str, images: np.ndarray, labels: np.ndarray, fractions: tuple[float, float, float], seed: int,
-    limit: int | None = None,
-) -> DatasetSplits:
-    """Split raw images ``(N, C, H, W)`` and fit the normalisation on the training split only."""
-    if limit is not None:
-        keep = np.random.default_rng(seed + 1).permutation(len(images))[:limit]
-        images, labels = images[keep], labels[keep]
-    images = images.astype(np.float32)
-    train_idx, val_idx, test_idx = split_indices(len(images), fractions, seed)
-    mean = float(images[train_idx].mean())
-    std = float(images[train_idx].std()) or 1.0
-    normalise = lambda idx: (images[idx] - mean) / std  # noqa: E731
-    y, classes = encode_labels(labels)
-    return DatasetSplits(
-        name=name,
-        train=ArrayDataset(normalise(train_idx), y[train_idx], train_idx),
-        val=ArrayDataset(normalise(val_idx), y[val_idx], val_idx),
-        test=ArrayDataset(normalise(test_idx), y[test_idx], test_idx),
-        labels=classes,
-        input_shape=tuple(images.shape[1:]),
-        preprocessing={"type": "normalize", "mean": mean, "std": std},
-        fingerprint=fingerprint(images, y, train_idx, val_idx),
-    )
 
 
 # ------------------------------------------------------------------------------------- registry
@@ -230,8 +200,7 @@ def register_dataset(name: str, kind: str = "image") -> Callable[[Loader], Loade
     >>> load_dataset('tiny_noise').num_classes
     2
     """
-    if kind not in KINDS:
-        raise ValueError(f"register_dataset kind: unknown {kind!r}; allowed: {', '.join(KINDS)}")
+    KINDS.check(kind)
 
     def wrap(loader: Loader) -> Loader:
         _REGISTRY[name] = (kind, loader)
@@ -295,8 +264,14 @@ def _file_table(path: str, label: str | None, kind: str | None) -> tuple[str, Ta
 
 
 def load_dataset(
-    name: str, split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, limit: int | None = None,
-    *, label: str | None = None, kind: str | None = None, **options: Any,
+    name: str,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    limit: int | None = None,
+    *,
+    label: str | None = None,
+    kind: str | None = None,
+    **options: Any,
 ) -> DatasetSplits:
     """Load a registered dataset, or a CSV/Parquet/JSONL file with a ``label`` column, and split it
     deterministically by ``seed``. ``options`` go to the kind's splitter (e.g. ``lookback=24`` for a
@@ -312,26 +287,55 @@ def load_dataset(
     elif Path(name).suffix in FILE_SUFFIXES:
         kind, raw = _file_table(name, label, kind)
     else:
-        raise ValueError(f"data.dataset: unknown dataset {name!r}; registered datasets are "
-                         f"{', '.join(available_datasets())}; or a {'/'.join(FILE_SUFFIXES)} file with `label:`")
-    if kind == "image":
-        return image_splits(name, *raw, split, seed, limit)
-    raw.options = {**raw.options, **options}
-    if limit is not None:
-        raw.frame = raw.frame.iloc[:limit] if kind == "timeseries" else raw.frame.sample(
-            n=min(limit, len(raw.frame)), random_state=seed + 1)
-    if kind == "tabular":
-        from .tabular import tabular_splits
+        raise ValueError(
+            f"data.dataset: unknown dataset {name!r}; registered datasets are "
+            f"{', '.join(available_datasets())}; or a {'/'.join(FILE_SUFFIXES)} file with `label:`"
+        )
+    if isinstance(raw, Table):
+        options = {**raw.options, **options}
+    return get_kind(kind).split(name, raw, split, seed, limit, **options)
 
-        return tabular_splits(name, raw, split, seed)
-    if kind == "text":
-        from .text import TextPreprocessor
 
-        defaults = {"tokenizer": "wordpiece", "max_len": 64}
-        if name not in _REGISTRY:
-            defaults["output_dir"] = Path(name).parent  # a trained tokenizer is saved beside the data
-        return TextPreprocessor(**{**defaults, **raw.options}, split=split, seed=seed,
-                                label_column=raw.label).process(raw.frame, name=name)
-    from .timeseries import timeseries_splits
+def sample_rows(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """At most ``limit`` rows of ``frame``, drawn by ``seed`` (all of them when ``limit`` is None)."""
+    return frame if limit is None else frame.sample(n=min(limit, len(frame)), random_state=seed + 1)
 
-    return timeseries_splits(name, raw, split, **raw.options)
+
+def kind_options(config: DataConfig) -> dict[str, Any]:
+    """The keyword options of the dataset's kind from its ``data:`` section (``text``, ``window`` or
+    ``tabular``); a section that does not fit a registered dataset's kind is an error naming it.
+
+    >>> from deepseek_ray.config import DataConfig
+    >>> kind_options(DataConfig(dataset='co2', window={'lookback': 12}))
+    {'lookback': 12, 'horizon': 1}
+    """
+    kind = dataset_kind(config.dataset) if config.dataset in _REGISTRY else config.kind
+    misfit = config.misfit(kind)  # the config checks data.kind itself; this checks a registered dataset's kind
+    if misfit == "augment":
+        hint = " (use data.text.augmentation)" if kind == "text" else ""
+        raise ValueError(
+            f"data.augment: {config.dataset} is a {kind} dataset; random_shift, mixup and cutmix are for images{hint}"
+        )
+    if misfit is not None:
+        where = ", ".join(f"{section_kind} → data.{key}" for key, section_kind in OPTIONS_KIND.items())
+        raise ValueError(
+            f"data.{misfit}: {config.dataset} is a {kind} dataset; data.{misfit} is for "
+            f"{OPTIONS_KIND[misfit]} datasets ({where})"
+        )
+    key = config.options_key
+    return getattr(config, key).model_dump(exclude_none=True) if key else {}
+
+
+def from_config(config: DataConfig, seed: int) -> DatasetSplits:
+    """The dataset a ``data:`` section describes, split by ``seed``, with the options of its kind.
+
+    >>> from deepseek_ray.config import DataConfig
+    >>> from_config(DataConfig(dataset='digits', limit=100), seed=0).summary()['train']
+    80
+    """
+    split = (config.split.train, config.split.val, config.split.test)
+    # A file dataset with kind-specific options is of that kind (a CSV with `window:` is a time series).
+    kind = config.kind or config.options_kind
+    return load_dataset(
+        config.dataset, split, seed, config.limit, label=config.label, kind=kind, **kind_options(config)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,13 @@ def _sklearn_table(loader_name: str, task: str) -> Table:
     return Table(frame, "target", task)
 
 
-for _name, _task in [("iris", "classification"), ("wine", "classification"),
-                     ("breast_cancer", "classification"), ("diabetes", "regression")]:
-    register_dataset(_name, kind="tabular")(lambda _n=_name, _t=_task: _sklearn_table(f"load_{_n}", _t))
+for _name, _task in [
+    ("iris", "classification"),
+    ("wine", "classification"),
+    ("breast_cancer", "classification"),
+    ("diabetes", "regression"),
+]:
+    register_dataset(_name, kind="tabular")(functools.partial(_sklearn_table, f"load_{_name}", _task))
 
 
 @register_dataset("penguins", kind="tabular")

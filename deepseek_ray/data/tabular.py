@@ -9,14 +9,27 @@ the exported graph, as it does for images.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .datasets import ArrayDataset, DatasetSplits, Table, encode_labels, fingerprint, require_columns, split_indices
+from ..config.registries import BIN_STRATEGIES
+from ..files import fingerprint
+from .datasets import ArrayDataset, DatasetSplits, Table, encode_labels, require_columns, sample_rows, split_indices
+from .kinds import BadRequest, Baseline, DataKind, RequestParser, register_kind
 
-BIN_STRATEGIES = ("quantile", "uniform")
+
+# data.tabular.bins' strategies, {strategy: n}: n + 1 edges from the observed (training) values.
+@BIN_STRATEGIES.register("quantile")
+def _quantile_edges(observed: np.ndarray, count: int) -> np.ndarray:
+    return np.quantile(observed, np.linspace(0, 1, count + 1))
+
+
+@BIN_STRATEGIES.register("uniform")
+def _uniform_edges(observed: np.ndarray, count: int) -> np.ndarray:
+    return np.linspace(observed.min(), observed.max(), count + 1)
 
 
 @dataclass
@@ -37,7 +50,7 @@ class ColumnRule:
         if self.kind == "numeric":
             return [self.name]
         if self.kind == "binned":
-            return [f"{self.name}={lo:g}-{hi:g}" for lo, hi in zip(self.edges[:-1], self.edges[1:])]
+            return [f"{self.name}={lo:g}-{hi:g}" for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True)]
         return [f"{self.name}={c}" for c in self.categories]
 
     def encode(self, values: pd.Series) -> np.ndarray:
@@ -67,14 +80,10 @@ def bin_edges(values: pd.Series, spec: Any, column: str) -> list[float]:
             raise ValueError(f"bins.{column}: edges must be at least two increasing numbers, got {spec}")
         return [float(e) for e in spec]
     if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in BIN_STRATEGIES):
-        raise ValueError(f"bins.{column}: expected a list of edges or one of "
-                         f"{{'quantile': n}}, {{'uniform': n}}; got {spec!r}")
+        allowed = ", ".join(f"{{{name!r}: n}}" for name in BIN_STRATEGIES.names())
+        raise ValueError(f"bins.{column}: expected a list of edges or one of {allowed}; got {spec!r}")
     strategy, count = next(iter(spec.items()))
-    observed = values.dropna().to_numpy(np.float64)
-    if strategy == "quantile":
-        edges = np.quantile(observed, np.linspace(0, 1, int(count) + 1))
-    else:
-        edges = np.linspace(observed.min(), observed.max(), int(count) + 1)
+    edges = BIN_STRATEGIES[strategy](values.dropna().to_numpy(np.float64), int(count))
     return [float(e) for e in np.unique(edges)]
 
 
@@ -95,14 +104,16 @@ class TabularTransform:
     columns: list[ColumnRule]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, bins: dict[str, Any] | None = None) -> "TabularTransform":
+    def fit(cls, frame: pd.DataFrame, bins: dict[str, Any] | None = None) -> TabularTransform:
         bins = bins or {}
         require_columns(frame, list(bins), key="bins")
         rules = []
         for name in frame.columns:
             values = frame[name]
             if name in bins:
-                rules.append(ColumnRule(name, "binned", float(values.median()), edges=bin_edges(values, bins[name], name)))
+                rules.append(
+                    ColumnRule(name, "binned", float(values.median()), edges=bin_edges(values, bins[name], name))
+                )
             elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
                 rules.append(ColumnRule(name, "numeric", float(values.median()) if values.notna().any() else 0.0))
             else:
@@ -126,7 +137,7 @@ class TabularTransform:
         return {"columns": [asdict(rule) for rule in self.columns]}
 
     @classmethod
-    def from_dict(cls, blob: dict[str, Any]) -> "TabularTransform":
+    def from_dict(cls, blob: dict[str, Any]) -> TabularTransform:
         return cls([ColumnRule(**rule) for rule in blob["columns"]])
 
 
@@ -158,8 +169,14 @@ def tabular_splits(name: str, table: Table, fractions: tuple[float, float, float
     std = np.where(mask & scale, encoded[parts[0]].std(0), 1.0).astype(np.float32)
     std[std == 0] = 1.0
     x = (encoded - mean) / std
-    preprocessing = {"type": "tabular", "task": task, "transform": transform.to_dict(),
-                     "features": transform.feature_names(), "mean": mean.tolist(), "std": std.tolist()}
+    preprocessing = {
+        "type": "tabular",
+        "task": task,
+        "transform": transform.to_dict(),
+        "features": transform.feature_names(),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+    }
     if task == "regression":
         target = frame[table.label].to_numpy(np.float32)
         target_mean, target_std = float(target[parts[0]].mean()), float(target[parts[0]].std()) or 1.0
@@ -167,6 +184,101 @@ def tabular_splits(name: str, table: Table, fractions: tuple[float, float, float
         preprocessing |= {"target_mean": target_mean, "target_std": target_std}
     else:
         y, labels = encode_labels(frame[table.label].astype(str))
-    datasets = [ArrayDataset(x[idx], y[idx], idx) for idx in parts]
-    return DatasetSplits(name, *datasets, labels=labels, input_shape=(x.shape[1],), preprocessing=preprocessing,
-                         fingerprint=fingerprint(x, y, *parts), task=task, kind="tabular")
+    train, val, test = (ArrayDataset(x[idx], y[idx], idx) for idx in parts)
+    return DatasetSplits(
+        name,
+        train,
+        val,
+        test,
+        labels=labels,
+        input_shape=(x.shape[1],),
+        preprocessing=preprocessing,
+        fingerprint=fingerprint(x, y, *parts),
+        task=task,
+        kind=TabularKind(),
+    )
+
+
+class TabularRequestParser(RequestParser):
+    """Rows as ``{column: value}`` (imputed, binned and encoded here with the fitted transform), or the
+    encoded feature rows as numbers.
+
+    >>> from deepseek_ray.data import load_dataset
+    >>> data = load_dataset('penguins')
+    >>> parse = TabularRequestParser(data.input_shape, spec=data.kind.input_spec(data))
+    >>> parse({'island': 'Biscoe', 'bill_length_mm': 46.1, 'bill_depth_mm': 13.2, 'flipper_length_mm': 211,
+    ...        'body_mass_g': 4500, 'sex': 'female', 'year': 2007}).shape == (1, data.input_shape[0])
+    True
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        blob = self.spec.get("transform")
+        self.transform = TabularTransform.from_dict(blob) if blob else None
+
+    def __call__(self, inputs: Any) -> np.ndarray:
+        if isinstance(inputs, dict) or (
+            isinstance(inputs, list) and inputs and all(isinstance(r, dict) for r in inputs)
+        ):
+            return self.rows([inputs] if isinstance(inputs, dict) else inputs)
+        return self.numbers(inputs)
+
+    def rows(self, records: list[dict[str, Any]]) -> np.ndarray:
+        if self.transform is None:
+            raise BadRequest(f"this model takes feature rows of {self.example_shape[0]} numbers")
+        try:
+            features = self.transform.transform(pd.DataFrame.from_records(records))
+        except KeyError as err:  # a missing column: the transform names it and the columns found
+            raise BadRequest(f"a row misses a column: {err.args[0]}") from None
+        except (TypeError, ValueError) as err:
+            raise BadRequest(f"a row has a value of the wrong type: {err}") from None
+        return features.astype(self.dtype)
+
+
+@register_kind("tabular")
+class TabularKind(DataKind):
+    """Loaders return a :class:`Table`; the label is a class (classification) or a float with many values
+    (regression). Requests send a row ``{column: value}`` or the encoded feature row."""
+
+    parser = TabularRequestParser
+
+    def split(
+        self,
+        name: str,
+        raw: Table,
+        fractions: tuple[float, float, float],
+        seed: int,
+        limit: int | None = None,
+        **options: Any,
+    ) -> DatasetSplits:
+        table = Table(sample_rows(raw.frame, limit, seed), raw.label, raw.task, options)
+        return tabular_splits(name, table, fractions, seed)
+
+    def model_inputs(self, data: DatasetSplits) -> dict[str, Any]:
+        head = {"out_features": 1} if data.task == "regression" else {"num_classes": data.num_classes}
+        return {"in_features": data.input_shape[0], **head}
+
+    def baseline(self, data: DatasetSplits) -> Baseline:
+        """scikit-learn's logistic regression (classification) or ridge regression, on the same features."""
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        x_train, x_test = data.train.x.numpy(), data.test.x.numpy()  # the model's own (scaled) features
+        if data.task == "regression":
+            fitted = Ridge(alpha=1.0).fit(x_train, data.train.y.numpy().ravel())
+            return Baseline(
+                "scikit-learn ridge regression", outputs=data.in_target_units(fitted.predict(x_test))[:, None]
+            )
+        fitted = LogisticRegression(max_iter=2000).fit(x_train, data.train.y.numpy())
+        return Baseline("scikit-learn logistic regression", outputs=fitted.predict_proba(x_test))
+
+    def input_spec(self, data: DatasetSplits, export_dir: Path | None = None) -> dict[str, Any]:
+        """The raw columns and the fitted transform, so that a replica accepts raw rows."""
+        prep = data.preprocessing
+        return {
+            "columns": [rule["name"] for rule in prep["transform"]["columns"]],
+            "transform": prep["transform"],
+            "features": prep["features"],
+        }
+
+    def request_hint(self, meta: dict[str, Any]) -> str:
+        return f'{{"inputs": {{column: value, ...}} or <{meta["input_shape"][0]} feature values>}}'

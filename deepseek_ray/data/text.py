@@ -17,18 +17,33 @@ import hashlib
 import os
 import random
 import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from ..config.schema import TRAINED_TOKENIZERS  # the config's own list: one place to add a kind
-from .datasets import ArrayDataset, DatasetSplits, encode_labels, fingerprint, read_table, require_columns, split_indices
+from ..config import TEXT_AUGMENTATIONS, TRAINED_TOKENIZERS, text_augmentation
+from ..config.schema import BackTranslationConfig, RandomDeletionConfig, RandomSwapConfig, SynonymReplacementConfig
+from ..files import fingerprint
+from .datasets import (
+    FILE_SUFFIXES,
+    ArrayDataset,
+    DatasetSplits,
+    Table,
+    encode_labels,
+    read_table,
+    require_columns,
+    sample_rows,
+    split_indices,
+)
+from .kinds import BadRequest, DataKind, RequestParser, register_kind
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: pad id 0
-AUGMENTATIONS = ("synonym_replacement", "random_swap", "random_deletion", "back_translation")
+AUGMENTATIONS = TEXT_AUGMENTATIONS  # the schema's augmentation classes are the list; build_augmenter maps each
 CACHE = Path(os.environ.get("DEEPSEEK_RAY_CACHE", Path.home() / ".cache" / "deepseek_ray"))
 
 
@@ -113,7 +128,7 @@ def _replace_synonyms(words: list[str], p: float, rng: random.Random) -> list[st
     rng.shuffle(candidates)
     wanted, replaced = max(1, int(p * len(words))), 0
     for i in candidates:
-        lemmas = {l.name().replace("_", " ") for s in wordnet().synsets(words[i].lower()) for l in s.lemmas()}
+        lemmas = {lemma.name().replace("_", " ") for s in wordnet().synsets(words[i].lower()) for lemma in s.lemmas()}
         lemmas.discard(words[i].lower())
         if lemmas:
             words[i] = rng.choice(sorted(lemmas))
@@ -173,8 +188,11 @@ class BackTranslation:
 
         torch.manual_seed(rng.randrange(2**31))  # sampling makes each copy differ, seeded by rng
         for tokenizer, model in self._pairs:
-            texts = [out for start in range(0, len(texts), self.batch_size)
-                     for out in self._translate(tokenizer, model, texts[start : start + self.batch_size])]
+            texts = [
+                out
+                for start in range(0, len(texts), self.batch_size)
+                for out in self._translate(tokenizer, model, texts[start : start + self.batch_size])
+            ]
         return texts
 
     def _translate(self, tokenizer: Any, model: Any, texts: list[str]) -> list[str]:
@@ -183,7 +201,10 @@ class BackTranslation:
         batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_new_tokens)
         with torch.no_grad():
             generated = model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=True, top_k=20)
-        return [t.strip() or s for t, s in zip(tokenizer.batch_decode(generated, skip_special_tokens=True), texts)]
+        return [
+            t.strip() or s
+            for t, s in zip(tokenizer.batch_decode(generated, skip_special_tokens=True), texts, strict=True)
+        ]
 
 
 def _load_seq2seq(name: str, which: str) -> tuple[Any, Any]:
@@ -192,8 +213,10 @@ def _load_seq2seq(name: str, which: str) -> tuple[Any, Any]:
     try:
         return AutoTokenizer.from_pretrained(name), AutoModelForSeq2SeqLM.from_pretrained(name).eval()
     except OSError as err:
-        raise ValueError(f"back_translation.{which}: cannot load {name!r} ({str(err).splitlines()[0][:200]}); "
-                         "pass a local MarianMT folder (save_pretrained) or a reachable hub name") from None
+        raise ValueError(
+            f"back_translation.{which}: cannot load {name!r} ({str(err).splitlines()[0][:200]}); "
+            "pass a local MarianMT folder (save_pretrained) or a reachable hub name"
+        ) from None
 
 
 def build_augmenter(spec: str | dict[str, Any], p: float) -> TextAugmenter:
@@ -201,22 +224,44 @@ def build_augmenter(spec: str | dict[str, Any], p: float) -> TextAugmenter:
 
     >>> build_augmenter('random_swap', 0.1) is not None
     True
-    >>> build_augmenter('shout', 0.1)
+    >>> build_augmenter('shout', 0.1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: augmentation: unknown 'shout'; allowed: synonym_replacement, random_swap, random_deletion, back_translation
+    ValueError: augmentation: unknown 'shout'; allowed: synonym_replacement, random_swap, ...
     """
-    options = {"type": spec} if isinstance(spec, str) else dict(spec)
-    kind = options.pop("type", None)
-    if kind not in AUGMENTATIONS:
-        raise ValueError(f"augmentation: unknown {kind!r}; allowed: {', '.join(AUGMENTATIONS)}")
-    if kind == "back_translation":
-        return BackTranslation(**options)
-    return {"synonym_replacement": synonym_replacement, "random_swap": random_swap,
-            "random_deletion": random_deletion}[kind](options.get("p", p))
+    config = text_augmentation(spec)  # the experiment file's classes, checks and messages
+    if isinstance(config, BackTranslationConfig):
+        return BackTranslation(**config.model_dump(exclude={"type"}))
+    word_edit = {
+        SynonymReplacementConfig: synonym_replacement,
+        RandomSwapConfig: random_swap,
+        RandomDeletionConfig: random_deletion,
+    }[type(config)]
+    return word_edit(p if config.p is None else config.p)
 
 
 # ----------------------------------------------------------------------------------- tokenizers
+# data.text.tokenizer's trained kinds: each gives an untrained tokenizer and its trainer.
+@TRAINED_TOKENIZERS.register("wordpiece")
+def _wordpiece(vocab_size: int) -> tuple[Any, Any]:
+    from tokenizers import Tokenizer, decoders, models, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer, trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+
+
+@TRAINED_TOKENIZERS.register("bpe")
+def _bpe(vocab_size: int) -> tuple[Any, Any]:
+    from tokenizers import Tokenizer, decoders, models, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.decoder = decoders.BPEDecoder()
+    return tokenizer, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+
+
 def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int = 8000):
     """A ``bpe`` or ``wordpiece`` tokenizer (lower-cased, [PAD] = 0) trained on ``texts``.
 
@@ -224,16 +269,9 @@ def train_tokenizer(texts: Iterable[str], kind: str, vocab_size: int = 8000):
     >>> tok.token_to_id('[PAD]'), tok.encode('a tiny test').tokens
     (0, ['a', 'tiny', 'test'])
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import normalizers, pre_tokenizers
 
-    if kind == "bpe":
-        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-        tokenizer.decoder = decoders.BPEDecoder()
-    else:
-        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
-        tokenizer.decoder = decoders.WordPiece()
+    tokenizer, trainer = TRAINED_TOKENIZERS[kind](vocab_size)
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(texts, trainer)
@@ -262,7 +300,8 @@ def encode_texts(tokenizer: Any, texts: list[str], max_len: int, dtype: Any = np
     """Token ids ``(N, max_len)`` of ``texts``, truncated and padded to ``max_len`` (training and serving alike).
 
     >>> from transformers import PreTrainedTokenizerFast
-    >>> tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(['a b c', 'b c d'], 'wordpiece', 100), pad_token='[PAD]')
+    >>> trained = train_tokenizer(['a b c', 'b c d'], 'wordpiece', 100)
+    >>> tok = PreTrainedTokenizerFast(tokenizer_object=trained, pad_token='[PAD]')
     >>> encode_texts(tok, ['a b', 'c'], 4).tolist()
     [[5, 6, 0, 0], [7, 0, 0, 0]]
     """
@@ -298,10 +337,20 @@ class TextPreprocessor:
     """
 
     def __init__(
-        self, tokenizer: str = "wordpiece", max_len: int = 128, augmentation: Iterable[str | dict[str, Any]] = (),
-        *, p: float = 0.1, copies: int = 1, split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
-        text_column: str = "text", label_column: str = "label", vocab_size: int = 8000,
-        output_dir: str | Path | None = None, deduplicate: bool = True,
+        self,
+        tokenizer: str = "wordpiece",
+        max_len: int = 128,
+        augmentation: Iterable[str | dict[str, Any]] = (),
+        *,
+        p: float = 0.1,
+        copies: int = 1,
+        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        text_column: str = "text",
+        label_column: str = "label",
+        vocab_size: int = 8000,
+        output_dir: str | Path | None = None,
+        deduplicate: bool = True,
     ):
         if max_len < 2:
             raise ValueError(f"max_len must be ≥ 2, got {max_len}")
@@ -330,14 +379,31 @@ class TextPreprocessor:
         train_texts, train_y, train_rows = self.augment([texts[i] for i in parts[0]], y[parts[0]], parts[0])
         self.fit_tokenizer(train_texts, source)
         encoded = [self.encode(train_texts)] + [self.encode([texts[i] for i in idx]) for idx in parts[1:]]
-        datasets = [ArrayDataset(encoded[0], train_y, train_rows)]
-        datasets += [ArrayDataset(x, y[idx], idx) for x, idx in zip(encoded[1:], parts[1:])]
-        preprocessing = {"type": "text", "task": "classification", "tokenizer": self.tokenizer_path, "max_len": self.max_len,
-                         "pad_id": int(self.tokenizer.pad_token_id), "vocab_size": len(self.tokenizer),
-                         "augmentation": [str(a) for a in self.augmentation], "copies": self.copies, "p": self.p}
+        train = ArrayDataset(encoded[0], train_y, train_rows)
+        val, test = (ArrayDataset(x, y[idx], idx) for x, idx in zip(encoded[1:], parts[1:], strict=True))
+        preprocessing = {
+            "type": "text",
+            "task": "classification",
+            "tokenizer": self.tokenizer_path,
+            "max_len": self.max_len,
+            "pad_id": int(self.tokenizer.pad_token_id),
+            "vocab_size": len(self.tokenizer),
+            "augmentation": [str(a) for a in self.augmentation],
+            "copies": self.copies,
+            "p": self.p,
+        }
         name = name or ("frame" if isinstance(source, pd.DataFrame) else Path(source).stem)
-        return DatasetSplits(name, *datasets, labels=labels, input_shape=(self.max_len,), preprocessing=preprocessing,
-                             fingerprint=fingerprint(encoded[0], *parts), kind="text")
+        return DatasetSplits(
+            name,
+            train,
+            val,
+            test,
+            labels=labels,
+            input_shape=(self.max_len,),
+            preprocessing=preprocessing,
+            fingerprint=fingerprint(encoded[0], *parts),
+            kind=TextKind(),
+        )
 
     def augment(self, texts: list[str], y: np.ndarray, rows: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The training rows plus ``copies`` altered copies per augmenter; each copy keeps its source row."""
@@ -379,3 +445,131 @@ class TextPreprocessor:
         if self.tokenizer is None:
             raise RuntimeError("call process() first, or set .tokenizer")
         return encode_texts(self.tokenizer, texts, self.max_len)
+
+
+# ----------------------------------------------------------------------------------- the kind
+class TextRequestParser(RequestParser):
+    """A string or a list of strings (tokenised with the tokenizer saved beside the model), or token ids:
+    integers in ``[0, vocab_size)``, at most ``max_len`` per example, padded with the pad id.
+
+    >>> parse = TextRequestParser((4,), np.int64, {'vocab_size': 10, 'pad_id': 0, 'max_len': 4})
+    >>> parse([5, 6]).tolist(), parse.accepts_text
+    ([[5, 6, 0, 0]], False)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        name = self.spec.get("tokenizer")
+        self.tokenizer = None
+        if name and self.export_dir is not None:
+            self.tokenizer = ensure_pad_token(load_tokenizer(self.export_dir / name))
+
+    @property
+    def accepts_text(self) -> bool:
+        return self.tokenizer is not None
+
+    def __call__(self, inputs: Any) -> np.ndarray:
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs)):
+            return self.texts([inputs] if isinstance(inputs, str) else inputs)
+        return self.token_ids(inputs)
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        if self.tokenizer is None:
+            raise BadRequest(
+                "this model takes token ids (its export folder holds no tokenizer): "
+                f'send {{"inputs": [<up to {self.example_shape[0]} integers>]}}'
+            )
+        return encode_texts(self.tokenizer, texts, self.example_shape[0], self.dtype)
+
+    def token_ids(self, inputs: Any) -> np.ndarray:
+        rows = inputs if isinstance(inputs, list) and inputs and all(isinstance(r, list) for r in inputs) else [inputs]
+        max_len, vocab = self.example_shape[0], int(self.spec.get("vocab_size", 2**31))
+        raw = "a string or a list of strings, or " if self.tokenizer is not None else ""
+        out = np.full((len(rows), max_len), int(self.spec.get("pad_id", 0)), dtype=self.dtype)
+        for i, row in enumerate(rows):
+            if (
+                not isinstance(row, list)
+                or not row
+                or not all(isinstance(t, int) and not isinstance(t, bool) for t in row)
+            ):
+                raise BadRequest(f'"inputs" must be {raw}token ids: a list of integers, or a list of such lists')
+            if len(row) > max_len:
+                raise BadRequest(f'"inputs" example {i} has {len(row)} token ids; the model takes at most {max_len}')
+            if min(row) < 0 or max(row) >= vocab:
+                raise BadRequest(f'"inputs" example {i}: token ids must be in [0, {vocab}), got {min(row)}…{max(row)}')
+            out[i, : len(row)] = row
+        return out
+
+
+@register_kind("text")
+class TextKind(DataKind):
+    """Loaders return a :class:`Table` with a ``text`` column; options are :class:`TextPreprocessor`'s
+    (``tokenizer``, ``max_len``, ``augmentation``, …). The baseline is the training split's majority class."""
+
+    parser = TextRequestParser
+
+    def split(
+        self,
+        name: str,
+        raw: Table,
+        fractions: tuple[float, float, float],
+        seed: int,
+        limit: int | None = None,
+        **options: Any,
+    ) -> DatasetSplits:
+        defaults: dict[str, Any] = {"tokenizer": "wordpiece", "max_len": 64}
+        if Path(name).suffix in FILE_SUFFIXES:
+            defaults["output_dir"] = Path(name).parent  # a trained tokenizer is saved beside the data
+        preprocessor = TextPreprocessor(**{**defaults, **options}, split=fractions, seed=seed, label_column=raw.label)
+        return preprocessor.process(sample_rows(raw.frame, limit, seed), name=name)
+
+    def model_inputs(self, data: DatasetSplits) -> dict[str, Any]:
+        prep = data.preprocessing
+        inputs = {"vocab_size": prep["vocab_size"], "num_classes": data.num_classes, "max_len": data.input_shape[0]}
+        pad_id = prep.get("pad_id", 0)
+        return inputs | ({"pad_id": pad_id} if pad_id else {})
+
+    def input_spec(self, data: DatasetSplits, export_dir: Path | None = None) -> dict[str, Any]:
+        """``max_len``, ``pad_id``, ``vocab_size``, and the tokenizer copied into ``export_dir`` (so that a
+        replica takes raw strings)."""
+        prep = data.preprocessing
+        tokenizer = save_tokenizer(prep.get("tokenizer"), export_dir) if export_dir is not None else None
+        return {
+            "max_len": prep["max_len"],
+            "pad_id": prep.get("pad_id", 0),
+            "vocab_size": prep["vocab_size"],
+            "tokenizer": tokenizer,
+        }
+
+    def example_input(self, meta: dict[str, Any], count: int = 2) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(int(meta.get("seed", 0)))
+        vocab = int((meta.get("preprocessing") or {}).get("vocab_size", 100))
+        return torch.randint(1, vocab, (count, *meta["input_shape"]), generator=generator)
+
+    def tensor_metadata(self, meta: dict[str, Any], dtype: Any) -> list[dict[str, Any]]:
+        """Token ids (``INT64``), and raw strings (``BYTES``, one per example) where a tokenizer was exported."""
+        tensors = super().tensor_metadata(meta, dtype)
+        if (meta.get("input_spec") or {}).get("tokenizer"):
+            tensors.append({"name": "text", "datatype": "BYTES", "shape": [-1]})
+        return tensors
+
+    def request_hint(self, meta: dict[str, Any]) -> str:
+        shape = "×".join(str(d) for d in meta.get("input_shape", []))
+        raw = "a string or a list of strings, or " if (meta.get("input_spec") or {}).get("tokenizer") else ""
+        return f'{{"inputs": {raw}<{shape} token ids>}}'
+
+
+def save_tokenizer(source: str | None, export_dir: Path) -> str | None:
+    """Put the text tokenizer beside an exported model, so the endpoint can take raw strings; returns its
+    name relative to ``export_dir`` (``None`` when there is no tokenizer)."""
+    if not source:
+        return None
+    source_path = Path(source)
+    if source_path.is_file():  # a trained wordpiece/bpe tokenizer.json, or a user's file
+        shutil.copyfile(source_path, export_dir / "tokenizer.json")
+        return "tokenizer.json"
+    target = export_dir / "tokenizer"
+    if target.exists():
+        shutil.rmtree(target)
+    load_tokenizer(source).save_pretrained(str(target))  # a local folder or a hub name: a self-contained copy
+    return "tokenizer"

@@ -9,10 +9,15 @@ to a predicted change (the ``relative`` option of the TCN and LSTM builders).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from .datasets import ArrayDataset, DatasetSplits, Table, fingerprint, require_columns
+from ..files import fingerprint
+from .datasets import ArrayDataset, DatasetSplits, Table, require_columns
+from .kinds import Baseline, DataKind, register_kind
 
 
 def time_segments(n: int, fractions: tuple[float, float, float]) -> list[tuple[int, int]]:
@@ -34,8 +39,16 @@ def windows(values: np.ndarray, target: np.ndarray, start: int, end: int, lookba
     ((3, 1, 3), [3.0, 4.0, 5.0], [0, 1, 2])
     """
     starts = np.arange(start, end - lookback - horizon + 1)
-    x = np.stack([values[s : s + lookback].T for s in starts]) if len(starts) else np.zeros((0, values.shape[1], lookback))
-    y = np.stack([target[s + lookback : s + lookback + horizon] for s in starts]) if len(starts) else np.zeros((0, horizon))
+    x = (
+        np.stack([values[s : s + lookback].T for s in starts])
+        if len(starts)
+        else np.zeros((0, values.shape[1], lookback))
+    )
+    y = (
+        np.stack([target[s + lookback : s + lookback + horizon] for s in starts])
+        if len(starts)
+        else np.zeros((0, horizon))
+    )
     return x.astype(np.float32), y.astype(np.float32), starts
 
 
@@ -60,16 +73,22 @@ def time_ordered(frame: pd.DataFrame, label: str, name: str = "data") -> pd.Data
     if label in times or label in text:
         raise ValueError(f"data.label: the forecast target {label!r} of {name} must hold numbers")
     if text or len(times) > 1:
-        raise ValueError(f"{name}: a time series takes numeric columns and at most one date/time column; "
-                         f"not numeric: {', '.join(map(str, text or times))}")
-    if not times:
+        raise ValueError(
+            f"{name}: a time series takes numeric columns and at most one date/time column; "
+            f"not numeric: {', '.join(map(str, text or times))}"
+        )
+    if stamps is None:  # no date/time column: the rows are in time order already
         return frame
     order = stamps.argsort(kind="stable")
     return frame.iloc[order].drop(columns=times).reset_index(drop=True)
 
 
 def timeseries_splits(
-    name: str, table: Table, fractions: tuple[float, float, float], lookback: int = 24, horizon: int = 1,
+    name: str,
+    table: Table,
+    fractions: tuple[float, float, float],
+    lookback: int = 24,
+    horizon: int = 1,
 ) -> DatasetSplits:
     """Forecast ``table.label`` ``horizon`` steps ahead from the last ``lookback`` steps of every column.
 
@@ -93,17 +112,75 @@ def timeseries_splits(
     for start, end in segments:
         x, y, starts = windows(scaled, scaled[:, target_channel], start, end, lookback, horizon)
         if not len(x):
-            raise ValueError(f"data.split: a segment of {end - start} steps of {name} is too short for "
-                             f"lookback={lookback} + horizon={horizon}; lower lookback or enlarge the split")
+            raise ValueError(
+                f"data.split: a segment of {end - start} steps of {name} is too short for "
+                f"lookback={lookback} + horizon={horizon}; lower lookback or enlarge the split"
+            )
         parts.append(ArrayDataset(x, y, starts))
     preprocessing = {
-        "type": "timeseries", "task": "regression", "channels": [str(c) for c in frame.columns],
-        "target": table.label, "target_channel": target_channel, "lookback": lookback, "horizon": horizon,
-        "mean": [[float(m)] for m in mean], "std": [[float(s)] for s in std],
-        "target_mean": float(mean[target_channel]), "target_std": float(std[target_channel]),
+        "type": "timeseries",
+        "task": "regression",
+        "channels": [str(c) for c in frame.columns],
+        "target": table.label,
+        "target_channel": target_channel,
+        "lookback": lookback,
+        "horizon": horizon,
+        "mean": [[float(m)] for m in mean],
+        "std": [[float(s)] for s in std],
+        "target_mean": float(mean[target_channel]),
+        "target_std": float(std[target_channel]),
         "segments": segments,
     }
-    return DatasetSplits(name, *parts, labels=[table.label], input_shape=(values.shape[1], lookback),
-                         preprocessing=preprocessing, fingerprint=fingerprint(values, np.asarray(segments), np.asarray([lookback, horizon])),
-                         task="regression", kind="timeseries")
+    train, val, test = parts
+    return DatasetSplits(
+        name,
+        train,
+        val,
+        test,
+        labels=[table.label],
+        input_shape=(values.shape[1], lookback),
+        preprocessing=preprocessing,
+        fingerprint=fingerprint(values, np.asarray(segments), np.asarray([lookback, horizon])),
+        task="regression",
+        kind=TimeSeriesKind(),
+    )
 
+
+@register_kind("timeseries")
+class TimeSeriesKind(DataKind):
+    """Loaders return a time-ordered :class:`Table` whose label is the forecast target; options ``lookback``
+    and ``horizon``. Requests send a window: channels × lookback raw values (one channel may come flat)."""
+
+    def split(
+        self,
+        name: str,
+        raw: Table,
+        fractions: tuple[float, float, float],
+        seed: int,
+        limit: int | None = None,
+        **options: Any,
+    ) -> DatasetSplits:
+        frame = raw.frame if limit is None else raw.frame.iloc[:limit]  # the first steps: time order is kept
+        return timeseries_splits(name, Table(frame, raw.label, raw.task), fractions, **options)
+
+    def model_inputs(self, data: DatasetSplits) -> dict[str, Any]:
+        # target_channel: the input channel a window-relative forecaster adds its change to
+        return {
+            "in_channels": data.input_shape[0],
+            "out_features": data.preprocessing["horizon"],
+            "target_channel": int(data.preprocessing.get("target_channel", 0)),
+        }
+
+    def baseline(self, data: DatasetSplits) -> Baseline:
+        """Persistence: the last observed value of the target, repeated over the horizon."""
+        prep = data.preprocessing
+        channel = prep["channels"].index(prep["target"])
+        last = data.raw("test")[:, channel, -1].numpy()  # the last observed value of each raw window
+        return Baseline("persistence: last value", outputs=np.repeat(last[:, None], prep["horizon"], axis=1))
+
+    def input_spec(self, data: DatasetSplits, export_dir: Path | None = None) -> dict[str, Any]:
+        return {key: data.preprocessing[key] for key in ("channels", "target", "lookback", "horizon")}
+
+    def request_hint(self, meta: dict[str, Any]) -> str:
+        shape = "×".join(str(d) for d in meta.get("input_shape", []))
+        return f'{{"inputs": <{shape} window: channels × lookback steps>}}'

@@ -7,12 +7,12 @@
 
 from .batching import DynamicBatchScheduler
 
-__all__ = ["DynamicBatchScheduler", "build_app", "deploy", "parse_inputs"]
+__all__ = ["DynamicBatchScheduler", "build_app", "deploy"]
 
 
 def __getattr__(name: str):
     # The Serve app imports Ray Serve; load it only when asked for.
-    if name in ("build_app", "deploy", "parse_inputs", "ModelServer"):
+    if name in ("build_app", "deploy", "ModelServer"):
         from . import app
 
         return getattr(app, name)

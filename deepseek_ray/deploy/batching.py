@@ -38,7 +38,9 @@ class DynamicBatchScheduler:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.max_batch:
-            raise ValueError(f"need 1 ≤ min_batch ≤ max_batch, got min_batch={self.min_batch}, max_batch={self.max_batch}")
+            raise ValueError(
+                f"need 1 ≤ min_batch ≤ max_batch, got min_batch={self.min_batch}, max_batch={self.max_batch}"
+            )
         if self.latency_threshold <= 0:
             raise ValueError(f"latency_threshold must be > 0 ms, got {self.latency_threshold}")
         self.batch_size = self.max_batch

@@ -17,11 +17,20 @@ from .exporter import (
     onnx_session,
     read_metadata,
     register_onnx_translation,
-    sha256_of,
 )
 from .tensorrt import tensorrt_backend
 
-__all__ = ["ExportResult", "FORMATS", "ModelExporter", "drop_initializer_shapes", "fuse_transformer_blocks",
-           "graph_optimization_level", "input_dtype", "onnx_predict", "onnx_session", "read_metadata",
-           "register_onnx_translation", "sha256_of",
-           "tensorrt_backend"]
+__all__ = [
+    "ExportResult",
+    "FORMATS",
+    "ModelExporter",
+    "drop_initializer_shapes",
+    "fuse_transformer_blocks",
+    "graph_optimization_level",
+    "input_dtype",
+    "onnx_predict",
+    "onnx_session",
+    "read_metadata",
+    "register_onnx_translation",
+    "tensorrt_backend",
+]

@@ -43,22 +43,33 @@ when a session loads the model, not baked into the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..config.registries import EXPORT_FORMATS
+from ..files import sha256_of
 from ..runtime import quiet_logger
 
-FORMATS = ("onnx", "torch_export", "tensorrt")
+#: Each export format (export.formats' list) and the suffix of the file it writes.
+SUFFIXES = {"onnx": ".onnx", "torch_export": ".pt2", "tensorrt": ".engine"}
+for _format, _suffix in SUFFIXES.items():
+    EXPORT_FORMATS.register(_format)(_suffix)
+FORMATS = tuple(SUFFIXES)
 TRANSFORMER_FUSION_LEVEL = 8
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
-                "tensor(double)": np.float64, "tensor(float16)": np.float16}
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+}
 
 
 def graph_optimization_level(level: int):
@@ -74,7 +85,9 @@ def graph_optimization_level(level: int):
     levels = ort.GraphOptimizationLevel
     if level == 0:
         return levels.ORT_DISABLE_ALL
-    return levels.ORT_ENABLE_BASIC if level <= 3 else levels.ORT_ENABLE_EXTENDED if level <= 6 else levels.ORT_ENABLE_ALL
+    return (
+        levels.ORT_ENABLE_BASIC if level <= 3 else levels.ORT_ENABLE_EXTENDED if level <= 6 else levels.ORT_ENABLE_ALL
+    )
 
 
 def onnx_session(path: str | Path, optimize_level: int = 9, threads: int = 0, providers: list[str] | None = None):
@@ -108,21 +121,6 @@ def onnx_session(path: str | Path, optimize_level: int = 9, threads: int = 0, pr
         raise ValueError(f"cannot load ONNX model {path}: {str(err).splitlines()[0][:300]}") from None
 
 
-def sha256_of(path: str | Path) -> str:
-    """The sha256 of a file, read in 1 MiB blocks.
-
-    >>> import tempfile
-    >>> with tempfile.NamedTemporaryFile() as f:
-    ...     sha256_of(f.name)[:12]
-    'e3b0c44298fc'
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class ExportResult:
     """A written model file and what was checked about it."""
@@ -135,42 +133,59 @@ class ExportResult:
     max_abs_diff: float | None = None
     #: the runner the parity check used (:meth:`ModelExporter.runner`): more inputs, no second load of the file
     runner: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: the exported model's outputs on the parity inputs, and torch's (to score them without running either again)
+    outputs: np.ndarray | None = field(default=None, repr=False, compare=False)
+    expected: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class ModelExporter:
     """Export a torch model (or a model bundle folder), check it, and write its metadata beside it.
 
     Axis 0 of the input is a dynamic ``batch``; ``sequence_axis`` (default: axis 1 of integer inputs,
-    i.e. token ids) is a dynamic ``sequence``. Export fails with a ``ValueError`` when the exported
-    model differs from torch by more than ``parity_tolerance`` on the example input.
+    i.e. token ids) is a dynamic ``sequence``. The exported file is run on the parity inputs (``parity_inputs``,
+    else the example input) and export fails with a ``ValueError`` when it differs from torch by more than
+    ``parity_tolerance``: absolute for ``task=None``; for ``'classification'`` the predicted classes must also
+    be identical; for ``'regression'`` the bound is ``parity_tolerance × max(1, max |prediction|)``.
 
     >>> import tempfile, os
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(-1))
-    >>> out = ModelExporter(format='onnx', optimize_level=9).export(model, os.path.join(tempfile.mkdtemp(), 'model.onnx'),
-    ...                                                             example_input=torch.randn(2, 4))
+    >>> path = os.path.join(tempfile.mkdtemp(), 'model.onnx')
+    >>> out = ModelExporter(format='onnx', optimize_level=9).export(model, path, example_input=torch.randn(2, 4))
     >>> out.format, out.max_abs_diff < 1e-5
     ('onnx', True)
     """
 
     def __init__(
-        self, format: str = "onnx", optimize_level: int = 9, opset: int = 18, dynamic_batch: bool = True,
-        sequence_axis: int | None = None, parity_tolerance: float = 1e-3, output_name: str = "probabilities",
+        self,
+        format: str = "onnx",
+        optimize_level: int = 9,
+        opset: int = 18,
+        dynamic_batch: bool = True,
+        sequence_axis: int | None = None,
+        parity_tolerance: float = 1e-3,
+        output_name: str = "probabilities",
+        task: str | None = None,
     ):
         if format not in FORMATS:
             raise ValueError(f"export format: unknown {format!r}; allowed: {', '.join(FORMATS)}")
         graph_optimization_level(optimize_level)  # validates the range
         self.format, self.optimize_level, self.opset = format, optimize_level, opset
         self.dynamic_batch, self.sequence_axis = dynamic_batch, sequence_axis
-        self.parity_tolerance, self.output_name = parity_tolerance, output_name
+        self.parity_tolerance, self.output_name, self.task = parity_tolerance, output_name, task
 
     def export(
-        self, model: nn.Module | str | Path, path: str | Path, example_input: torch.Tensor | None = None,
+        self,
+        model: nn.Module | str | Path,
+        path: str | Path,
+        example_input: torch.Tensor | None = None,
         metadata: dict[str, Any] | None = None,
+        parity_inputs: torch.Tensor | None = None,
     ) -> ExportResult:
-        """Write ``model`` (a module, or a model bundle folder) to ``path``; check it; return what was written.
+        """Write ``model`` (a module, or a model bundle folder) to ``path``; check it on ``parity_inputs``
+        (default: the example input) in one pass; return what was written, with both models' outputs.
 
-        Without ``example_input``, a bundle gives two examples drawn like its training data
-        (mean ± std of its preprocessing, in its ``input_shape``).
+        Without ``example_input``, a bundle gives two examples drawn like its training data (its kind's
+        :meth:`~deepseek_ray.data.DataKind.example_input`).
         """
         metadata = dict(metadata or {})
         if isinstance(model, (str, Path)):
@@ -179,16 +194,40 @@ class ModelExporter:
             raise ValueError("example_input is needed to export a module (or pass a model bundle folder)")
         model, path = model.eval(), Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write = {"onnx": self._write_onnx, "torch_export": self._write_torch_export,
-                 "tensorrt": self._write_tensorrt}[self.format]
-        extra = write(model, example_input, path) or {}
+        writers: dict[str, Callable[..., dict[str, Any] | None]] = {
+            "onnx": self._write_onnx,
+            "torch_export": self._write_torch_export,
+            "tensorrt": self._write_tensorrt,
+        }
+        extra = writers[self.format](model, example_input, path) or {}
         run = self.runner(path)
-        diff = self.parity(model, path, example_input, runner=run)
-        if not diff <= self.parity_tolerance:
-            raise ValueError(f"{self.format} export of {type(model).__name__} differs from torch by {diff:.3g} "
-                             f"(parity_tolerance={self.parity_tolerance:g})")
+        inputs = example_input if parity_inputs is None else parity_inputs
+        expected, outputs = self.compare(model, inputs, run)
+        diff = self.check_parity(expected, outputs, f"{self.format} export of {type(model).__name__}")
         meta_path = self._write_metadata(path, example_input, {**extra, **metadata, "max_abs_diff": diff})
-        return ExportResult(str(path), self.format, path.stat().st_size, sha256_of(path), str(meta_path), diff, run)
+        return ExportResult(
+            str(path), self.format, path.stat().st_size, sha256_of(path), str(meta_path), diff, run, outputs, expected
+        )
+
+    def check_parity(self, expected: np.ndarray, outputs: np.ndarray, what: str = "the export") -> float:
+        """Max |Δ| between torch's ``expected`` and the exported ``outputs``; a ``ValueError`` past the bound.
+
+        >>> ModelExporter(task='classification').check_parity(np.array([[0.6, 0.4]]), np.array([[0.4, 0.6]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: the export differs from torch by 0.2 over 1 inputs (bound 0.001), classes identical: False
+        """
+        diff = float(np.abs(expected - outputs).max()) if expected.size else 0.0
+        bound = self.parity_tolerance
+        if self.task == "regression":
+            bound *= max(1.0, float(np.abs(expected).max()))
+        same = bool((expected.argmax(1) == outputs.argmax(1)).all()) if self.task == "classification" else True
+        if not (diff <= bound and same):
+            raise ValueError(
+                f"{what} differs from torch by {diff:.3g} over {len(expected)} inputs (bound {bound:.3g})"
+                + (f", classes identical: {same}" if self.task == "classification" else "")
+            )
+        return diff
 
     # ------------------------------------------------------------------------------------ writers
     def dynamic_axes(self, example: torch.Tensor) -> dict[int, str]:
@@ -217,10 +256,19 @@ class ModelExporter:
 
         with quiet_logger("torch.onnx"):
             program = torch.onnx.export(
-                model, (example,), dynamo=True, dynamic_shapes=self._dynamic_shapes(example),
-                opset_version=self.opset, input_names=["input"], output_names=[self.output_name], verbose=False,
-                optimize=True, custom_translation_table=ONNX_TRANSLATIONS or None,
+                model,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=self._dynamic_shapes(example),
+                opset_version=self.opset,
+                input_names=["input"],
+                output_names=[self.output_name],
+                verbose=False,
+                optimize=True,
+                custom_translation_table=ONNX_TRANSLATIONS or None,
             )
+        if program is None:  # only with dynamo=False, which is never asked for here
+            raise RuntimeError("torch.onnx.export returned no program")
         # Tidied and fused in memory, so the file is written once (the bytes are those the former
         # save → tidy → fuse rewrites gave), then checked as written.
         proto = _tidy_onnx(program.model_proto)
@@ -278,19 +326,21 @@ class ModelExporter:
         session = onnx_session(path, self.optimize_level, providers=providers)
         return lambda batch: onnx_predict(session, batch)
 
-    def parity(
-        self, model: nn.Module, path: str | Path, inputs: torch.Tensor, batch_size: int = 256,
-        runner: Callable[[np.ndarray], np.ndarray] | None = None,
-    ) -> float:
-        """Max |torch − exported model| over ``inputs`` (in batches); ONNX Runtime unless ``runner`` is given."""
-        run = runner or self._onnx_runner(Path(path))
-        worst = 0.0
+    def compare(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        runner: Callable[[np.ndarray], np.ndarray],
+        batch_size: int = 256,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """torch's outputs and the exported model's (``runner``) on ``inputs``, in batches."""
+        expected, outputs = [], []
         with torch.no_grad():
             for start in range(0, len(inputs), batch_size):
                 chunk = inputs[start : start + batch_size]
-                expected = model(chunk).float().numpy()
-                worst = max(worst, float(np.abs(expected - run(chunk.numpy())).max()))
-        return worst
+                expected.append(model(chunk).float().numpy())
+                outputs.append(np.asarray(runner(chunk.numpy())))
+        return np.concatenate(expected), np.concatenate(outputs)
 
     def _write_metadata(self, path: Path, example: torch.Tensor, extra: dict[str, Any]) -> Path:
         shape: list[int | str] = list(example.shape)
@@ -314,25 +364,17 @@ class ModelExporter:
         return meta_path
 
 
-def _from_bundle(folder: str | Path, example: torch.Tensor | None, metadata: dict[str, Any]) -> tuple[nn.Module, torch.Tensor]:
+def _from_bundle(
+    folder: str | Path, example: torch.Tensor | None, metadata: dict[str, Any]
+) -> tuple[nn.Module, torch.Tensor]:
     """A bundle's model, an example drawn like its data, and its labels/preprocessing in ``metadata``."""
+    from ..data import kind_of
     from ..models import load_bundle
 
     model, meta = load_bundle(folder)
     for key in ("labels", "input_shape", "architecture", "preprocessing"):
         metadata.setdefault(key, meta.get(key))
-    return model, _example_like(meta) if example is None else example
-
-
-def _example_like(meta: dict[str, Any]) -> torch.Tensor:
-    """Two inputs drawn like a bundle's data: token ids for text, else mean ± std of its scaling."""
-    prep = meta.get("preprocessing") or {}
-    generator = torch.Generator().manual_seed(int(meta.get("seed", 0)))
-    shape = (2, *meta["input_shape"])
-    if prep.get("type") == "text":
-        return torch.randint(1, int(prep.get("vocab_size", 100)), shape, generator=generator)
-    mean, std = (torch.as_tensor(prep.get(key, default), dtype=torch.float32) for key, default in (("mean", 0.0), ("std", 1.0)))
-    return mean + std * torch.randn(shape, generator=generator)
+    return model, kind_of(meta).example_input(meta) if example is None else example
 
 
 def fuse_transformer_blocks(path: str | Path) -> dict[str, int]:
@@ -385,7 +427,8 @@ def drop_initializer_shapes(model: Any) -> int:
 
     >>> from onnx import helper, numpy_helper, TensorProto
     >>> graph = helper.make_graph([helper.make_node('Identity', ['w'], ['y'])], 'g', [],
-    ...     [helper.make_tensor_value_info('y', TensorProto.FLOAT, [2])], [numpy_helper.from_array(np.ones(2, np.float32), 'w')],
+    ...     [helper.make_tensor_value_info('y', TensorProto.FLOAT, [2])],
+    ...     [numpy_helper.from_array(np.ones(2, np.float32), 'w')],
     ...     value_info=[helper.make_tensor_value_info('w', TensorProto.FLOAT, [2])])
     >>> drop_initializer_shapes(helper.make_model(graph))
     1
@@ -409,8 +452,11 @@ def _store_quantized_weights(model: Any) -> int:
 
     graph = model.graph
     constants = {tensor.name: tensor for tensor in graph.initializer}
-    folded = [node for node in graph.node if node.op_type == "QuantizeLinear" and len(node.input) == 3
-              and all(name in constants for name in node.input)]
+    folded = [
+        node
+        for node in graph.node
+        if node.op_type == "QuantizeLinear" and len(node.input) == 3 and all(name in constants for name in node.input)
+    ]
     for node in folded:
         weight, scale, zero = (numpy_helper.to_array(constants[name]) for name in node.input)
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1) % max(weight.ndim, 1)
@@ -455,7 +501,9 @@ def read_metadata(model_path: str | Path) -> dict[str, Any]:
     """
     meta_path = Path(str(model_path) + ".json")
     if not meta_path.is_file():
-        raise FileNotFoundError(f"no metadata beside {model_path} (expected {meta_path}); run `deepseek-ray export` first")
+        raise FileNotFoundError(
+            f"no metadata beside {model_path} (expected {meta_path}); run `deepseek-ray export` first"
+        )
     return json.loads(meta_path.read_text())
 
 
@@ -472,9 +520,11 @@ def onnx_predict(session: Any, batch: np.ndarray) -> np.ndarray:
     """
     expected = session.get_inputs()[0]
     fixed = [d if isinstance(d, int) else None for d in expected.shape]
-    if len(fixed) != batch.ndim or any(f is not None and f != n for f, n in zip(fixed, batch.shape)):
+    if len(fixed) != batch.ndim or any(f is not None and f != n for f, n in zip(fixed, batch.shape, strict=True)):
         shown = [d if d is not None else "N" for d in fixed]
-        raise ValueError(f"input of shape {list(batch.shape)} does not fit the model's input {expected.name!r} of shape {shown}")
+        raise ValueError(
+            f"input of shape {list(batch.shape)} does not fit the model's input {expected.name!r} of shape {shown}"
+        )
     return session.run(None, {expected.name: np.asarray(batch).astype(input_dtype(session), copy=False)})[0]
 
 
@@ -487,6 +537,16 @@ def input_dtype(session: Any) -> type:
     return _NUMPY_TYPES.get(session.get_inputs()[0].type, np.float32)
 
 
-__all__ = ["ExportResult", "FORMATS", "ModelExporter", "drop_initializer_shapes", "fuse_transformer_blocks",
-           "graph_optimization_level", "input_dtype", "onnx_predict", "onnx_session", "read_metadata",
-           "register_onnx_translation", "sha256_of"]
+__all__ = [
+    "ExportResult",
+    "FORMATS",
+    "ModelExporter",
+    "drop_initializer_shapes",
+    "fuse_transformer_blocks",
+    "graph_optimization_level",
+    "input_dtype",
+    "onnx_predict",
+    "onnx_session",
+    "read_metadata",
+    "register_onnx_translation",
+]

@@ -247,7 +247,7 @@ class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
             and param_name in parent["params"]
             and parent["distributions"][param_name] == param_distribution
         )
-        if inherit:
+        if inherit and parent is not None:
             return parent["params"][param_name]
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 

@@ -7,6 +7,7 @@ experiment config, seed, metrics and package versions).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.kinds import DataKind, kind_metadata
 from .build import build_model
 
 WEIGHTS, META = "weights.pt", "bundle.json"
@@ -23,20 +25,26 @@ WEIGHTS, META = "weights.pt", "bundle.json"
 class InferenceModel(nn.Module):
     """Raw inputs in, predictions out: the scaling fitted on the training split, the network, and a
     softmax (classification) or the target's un-scaling (regression) — the graph that is exported and served.
-    Text inputs (token ids) pass to the network unchanged.
+    Inputs without a fitted scaling (text's token ids) pass to the network unchanged.
 
     >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     >>> probs = InferenceModel(net, {'type': 'normalize', 'mean': 0.0, 'std': 1.0})(torch.zeros(2, 1, 2, 2))
     >>> torch.allclose(probs.sum(1), torch.ones(2))
     True
-    >>> InferenceModel(nn.Linear(2, 1), {'task': 'regression', 'target_mean': 10.0, 'target_std': 2.0})(torch.zeros(1, 2)).shape
+    >>> regression = {'task': 'regression', 'target_mean': 10.0, 'target_std': 2.0}
+    >>> InferenceModel(nn.Linear(2, 1), regression)(torch.zeros(1, 2)).shape
     torch.Size([1, 1])
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
 
     def __init__(self, network: nn.Module, preprocessing: dict[str, Any]):
         super().__init__()
         self.network = network
-        self.scales_input = preprocessing.get("type") != "text"
+        self.scales_input = "mean" in preprocessing  # token ids have no mean: they stay integers
         self.regression = preprocessing.get("task") == "regression"
         self.register_buffer("mean", torch.tensor(preprocessing.get("mean", 0.0), dtype=torch.float32))
         self.register_buffer("std", torch.tensor(preprocessing.get("std", 1.0), dtype=torch.float32))
@@ -60,7 +68,7 @@ def strip_ddp_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     for key, value in state_dict.items():
         for prefix in ("module.", "_orig_mod."):
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         clean[key] = value
     return clean
 
@@ -71,19 +79,25 @@ def package_versions() -> dict[str, str]:
 
     versions = {"python": platform.python_version()}
     for name in ("deepseek-ray", "torch", "ray", "onnx", "onnxruntime", "optuna", "numpy"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return versions
 
 
 def save_bundle(
-    path: str | Path, state_dict: dict[str, torch.Tensor], model_spec: dict[str, Any], *, labels: list[str],
-    input_shape: tuple[int, ...] | list[int], preprocessing: dict[str, Any], seed: int,
-    config: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    model_spec: dict[str, Any],
+    *,
+    labels: list[str],
+    input_shape: tuple[int, ...] | list[int],
+    preprocessing: dict[str, Any],
+    seed: int,
+    kind: DataKind | None = None,
+    config: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> Path:
-    """Write a bundle folder and return it."""
+    """Write a bundle folder and return it; ``kind`` (the data's) is recorded by name and import path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.save(strip_ddp_prefix(state_dict), path / WEIGHTS)
@@ -93,6 +107,7 @@ def save_bundle(
         "labels": list(labels),
         "input_shape": list(input_shape),
         "preprocessing": preprocessing,
+        **(kind_metadata(kind) if kind is not None else {}),
         "seed": seed,
         "config": config or {},
         "metrics": metrics or {},
@@ -109,7 +124,9 @@ def load_bundle(path: str | Path) -> tuple[InferenceModel, dict[str, Any]]:
     """
     path = Path(path)
     if not (path / META).is_file():
-        raise FileNotFoundError(f"no model bundle at {path} (expected {META} and {WEIGHTS}); run `deepseek-ray train` first")
+        raise FileNotFoundError(
+            f"no model bundle at {path} (expected {META} and {WEIGHTS}); run `deepseek-ray train` first"
+        )
     meta = json.loads((path / META).read_text())
     network = build_model(meta["model"])
     network.load_state_dict(torch.load(path / WEIGHTS, map_location="cpu", weights_only=True))

@@ -20,6 +20,19 @@ from .ptq import (
 )
 from .qat import FakeQuantized, QATConfig, fake_quantize
 
-__all__ = ["ArrayCalibrationReader", "CALIBRATION_METHODS", "FakeQuantized", "METHODS", "QATConfig", "QuantizeResult", "RECIPES",
-           "compare_weights", "fake_quantize", "gelu_fed_matmuls", "is_transformer", "linear_as_matmul", "quantize",
-           "weight_bytes"]
+__all__ = [
+    "ArrayCalibrationReader",
+    "CALIBRATION_METHODS",
+    "FakeQuantized",
+    "METHODS",
+    "QATConfig",
+    "QuantizeResult",
+    "RECIPES",
+    "compare_weights",
+    "fake_quantize",
+    "gelu_fed_matmuls",
+    "is_transformer",
+    "linear_as_matmul",
+    "quantize",
+    "weight_bytes",
+]

@@ -62,9 +62,10 @@ import logging
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -134,17 +135,24 @@ class QuantizeResult:
 
 
 def quantize(
-    model_path: str | Path, output_path: str | Path | None = None, method: str = "int8_dynamic",
-    calibration: Any = None, *, calibration_samples: int = 256, calibration_method: str = "minmax",
-    block_size: int = 128, per_channel: bool = True, recipe: str = "auto",
+    model_path: str | Path,
+    output_path: str | Path | None = None,
+    method: str = "int8_dynamic",
+    calibration: Any = None,
+    *,
+    calibration_samples: int = 256,
+    calibration_method: str = "minmax",
+    block_size: int = 128,
+    per_channel: bool = True,
+    recipe: str = "auto",
 ) -> QuantizeResult:
     """Quantize the ONNX model at ``model_path`` with ``method`` (``int8_dynamic``, ``int8_static``, ``int4``).
 
     ``calibration`` (``int8_static`` only): raw model inputs (array or tensor), of which the first
     ``calibration_samples`` set the activation ranges. ``recipe`` (``int8_static`` only) picks what is
     quantized: ``compute``, ``full``, ``transformer``, or ``auto`` (``transformer`` for graphs with
-    attention, else ``compute``; see the module's table). The result is written to ``output_path`` (default: ``model.<method>.onnx`` beside
-    the source) with a metadata file like the exporter's.
+    attention, else ``compute``; see the module's table). The result is written to ``output_path``
+    (default: ``model.<method>.onnx`` beside the source) with a metadata file like the exporter's.
 
     >>> import tempfile, os, torch
     >>> from deepseek_ray.export import ModelExporter
@@ -159,7 +167,9 @@ def quantize(
     if method not in METHODS:
         raise ValueError(f"quantize method: unknown {method!r}; allowed: {', '.join(METHODS)}")
     if calibration_method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration_method: unknown {calibration_method!r}; allowed: {', '.join(CALIBRATION_METHODS)}")
+        raise ValueError(
+            f"calibration_method: unknown {calibration_method!r}; allowed: {', '.join(CALIBRATION_METHODS)}"
+        )
     if recipe not in RECIPES:
         raise ValueError(f"recipe: unknown {recipe!r}; allowed: {', '.join(RECIPES)}")
     source = Path(model_path)
@@ -183,13 +193,18 @@ def quantize(
             recipe = _int8_static(clean, output, reader, calibration_method, per_channel, recipe)
         else:
             _int4(model, output, block_size)
-    settings = {"type": method, "block_size": block_size} if method == "int4" else {"type": method}
+    settings: dict[str, Any] = {"type": method, "block_size": block_size} if method == "int4" else {"type": method}
     if method == "int8_static":
         settings.update(calibration_samples=calibration_samples, calibration_method=calibration_method, recipe=recipe)
     after = weight_bytes(output)  # the one load of the output
     return QuantizeResult(
-        str(output), method, output.stat().st_size, source.stat().st_size, str(_write_metadata(source, output, settings)),
-        weights=compare_weights(before, after), float_weight_bytes=_float_bytes(after),
+        str(output),
+        method,
+        output.stat().st_size,
+        source.stat().st_size,
+        str(_write_metadata(source, output, settings)),
+        weights=compare_weights(before, after),
+        float_weight_bytes=_float_bytes(after),
     )
 
 
@@ -209,8 +224,9 @@ def _load(path: Path) -> Any:
 def _int8_dynamic(source: Path, output: Path, per_channel: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, output, op_types_to_quantize=DYNAMIC_OP_TYPES, per_channel=per_channel,
-                     weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        source, output, op_types_to_quantize=DYNAMIC_OP_TYPES, per_channel=per_channel, weight_type=QuantType.QInt8
+    )
 
 
 class ArrayCalibrationReader:
@@ -236,16 +252,20 @@ class ArrayCalibrationReader:
 def _calibration(source: Path, examples: Any, samples: int) -> ArrayCalibrationReader:
     """Checked calibration data: a wrong shape is reported here, not deep inside the calibrator."""
     if examples is None:
-        raise ValueError("int8_static needs calibration data: quantize(..., calibration=inputs), e.g. training examples")
+        raise ValueError(
+            "int8_static needs calibration data: quantize(..., calibration=inputs), e.g. training examples"
+        )
     examples = np.asarray(examples)[:samples]
     session = onnx_session(source, optimize_level=0)
     onnx_predict(session, examples[:1])  # raises a clear ValueError on a shape mismatch
     return ArrayCalibrationReader(session.get_inputs()[0].name, examples.astype(input_dtype(session)))
 
 
-def _int8_static(source: Path, output: Path, reader: ArrayCalibrationReader, method: str, per_channel: bool,
-                 recipe: str) -> str:
-    """Writes the QDQ model; returns the recipe applied (``transformer-static`` where the mixed graph would not load)."""
+def _int8_static(
+    source: Path, output: Path, reader: ArrayCalibrationReader, method: str, per_channel: bool, recipe: str
+) -> str:
+    """Writes the QDQ model; returns the recipe applied (``transformer-static`` where the mixed graph would
+    not load)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -257,17 +277,27 @@ def _int8_static(source: Path, output: Path, reader: ArrayCalibrationReader, met
         except Exception:  # symbolic shape inference gives up on some dynamic-sequence graphs; ONNX's own suffices
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         ops, dynamic = QUANTIZE_RECIPES[recipe](prepared)
-        static = functools.partial(quantize_static, prepared, calibration_data_reader=reader, quant_format=QuantFormat.QDQ,
-                                   per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                   calibrate_method=calibrate, op_types_to_quantize=ops)
+        static = functools.partial(
+            quantize_static,
+            prepared,
+            calibration_data_reader=reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calibrate,
+            op_types_to_quantize=ops,
+        )
         static(calibrated if dynamic else output, nodes_to_exclude=dynamic)
         if dynamic:  # int8 weights still; their input's range is taken per call, not from calibration
-            quantize_dynamic(calibrated, output, nodes_to_quantize=dynamic, per_channel=per_channel,
-                             weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                calibrated, output, nodes_to_quantize=dynamic, per_channel=per_channel, weight_type=QuantType.QInt8
+            )
             if not loads_in_onnx_runtime(output):  # then those MatMuls are calibrated like the others
                 logging.getLogger(__name__).warning(
                     "this ONNX Runtime cannot load the mixed static/dynamic int8 model; quantizing the GELU-fed "
-                    "MatMuls statically too (about a point less accurate on MiniLM)")
+                    "MatMuls statically too (about a point less accurate on MiniLM)"
+                )
                 reader.rewind()
                 static(output)
                 return "transformer-static"
@@ -298,7 +328,9 @@ def is_transformer(model: Any) -> bool:
     """
     ops = {node.op_type for node in model.graph.node}
     return bool(ops & {"Attention", "MultiHeadAttention"}) or (
-        "Softmax" in ops and bool(ops & {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"}))
+        "Softmax" in ops
+        and bool(ops & {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization"})
+    )
 
 
 def gelu_fed_matmuls(model: Any, depth: int = 6) -> list[str]:
@@ -325,15 +357,24 @@ def gelu_fed_matmuls(model: Any, depth: int = 6) -> list[str]:
             return True
         return steps > 0 and node.op_type in elementwise and any(from_gelu(parent, steps - 1) for parent in node.input)
 
-    return [node.name for node in model.graph.node
-            if node.op_type in ("MatMul", "Gemm") and node.input and from_gelu(node.input[0], depth)]
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type in ("MatMul", "Gemm") and node.input and from_gelu(node.input[0], depth)
+    ]
 
 
 def _int4(model: Any, output: Path, block_size: int) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(linear_as_matmul(model), bits=4, block_size=block_size, is_symmetric=True,
-                                     op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)))
+    quantizer = MatMulNBitsQuantizer(
+        linear_as_matmul(model),
+        bits=4,
+        block_size=block_size,
+        is_symmetric=True,
+        op_types_to_quantize=("MatMul", "Gather"),
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
     quantizer.process()
     quantizer.model.save_model_to_file(str(output), use_external_data_format=False)
 
@@ -347,7 +388,8 @@ def linear_as_matmul(model: Any) -> Any:
     >>> gemm = helper.make_node('Gemm', ['x', 'w', 'b'], ['y'], transB=1)
     >>> graph = helper.make_graph([gemm], 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 3])],
     ...     [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 2])],
-    ...     [numpy_helper.from_array(np.ones((2, 3), np.float32), 'w'), numpy_helper.from_array(np.zeros(2, np.float32), 'b')])
+    ...     [numpy_helper.from_array(np.ones((2, 3), np.float32), 'w'),
+    ...      numpy_helper.from_array(np.zeros(2, np.float32), 'b')])
     >>> [node.op_type for node in linear_as_matmul(helper.make_model(graph)).graph.node]
     ['MatMul', 'Add']
     """
@@ -362,17 +404,25 @@ def linear_as_matmul(model: Any) -> Any:
     rewritten = []
     for node in graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        plain = attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0 and not attributes.get("transA", 0)
-        weight = node.input[1] if node.op_type == "Gemm" else None
+        plain = (
+            attributes.get("alpha", 1.0) == 1.0
+            and attributes.get("beta", 1.0) == 1.0
+            and not attributes.get("transA", 0)
+        )
+        weight = node.input[1] if node.op_type == "Gemm" else ""
         if weight not in constants or uses[weight] > 1 or not plain:
             rewritten.append(node)
             continue
         if attributes.get("transB", 0):
-            constants[weight].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(constants[weight]).T), weight))
+            constants[weight].CopyFrom(
+                numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(constants[weight]).T), weight)
+            )
         product = node.output[0] if len(node.input) < 3 else f"{node.output[0]}_matmul"
         rewritten.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=f"{node.name}_matmul"))
         if len(node.input) == 3:
-            rewritten.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
+            rewritten.append(
+                helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias")
+            )
     del graph.node[:]
     graph.node.extend(rewritten)
     return model
@@ -406,7 +456,9 @@ def _initializer_bytes(model: Any) -> dict[str, tuple[str, int]]:
     return sizes
 
 
-def compare_weights(before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]]) -> dict[str, tuple[int, int]]:
+def compare_weights(
+    before: dict[str, tuple[str, int]], after: dict[str, tuple[str, int]]
+) -> dict[str, tuple[int, int]]:
     """For each fp32 weight the quantizer replaced: (fp32 bytes, bytes of what replaced it).
 
     ONNX Runtime names the replacements after the weight (``W_quantized``, ``W_scale``, ``W_Q4``, ``W_scales`` …).
@@ -415,8 +467,9 @@ def compare_weights(before: dict[str, tuple[str, int]], after: dict[str, tuple[s
     {'w': (400, 104)}
     """
     new = {name: size for name, (_, size) in after.items() if name not in before}
-    replaced = sorted((name for name, (kind, _) in before.items() if kind == "float32" and name not in after),
-                      key=len, reverse=True)  # longest first, so 'w.1' does not claim what belongs to 'w.10'
+    replaced = sorted(
+        (name for name, (kind, _) in before.items() if kind == "float32" and name not in after), key=len, reverse=True
+    )  # longest first, so 'w.1' does not claim what belongs to 'w.10'
     report = {}
     for name in replaced:
         parts = [other for other in new if other.startswith(f"{name}_")]
@@ -435,12 +488,27 @@ def _write_metadata(source: Path, output: Path, settings: dict[str, Any]) -> Pat
     except FileNotFoundError:
         meta = {}
     meta.pop("max_abs_diff", None)  # measured for the fp32 model only
-    meta.update(quantization=settings, source_sha256=sha256_of(source), sha256=sha256_of(output),
-                size_bytes=output.stat().st_size)
+    meta.update(
+        quantization=settings,
+        source_sha256=sha256_of(source),
+        sha256=sha256_of(output),
+        size_bytes=output.stat().st_size,
+    )
     path = Path(str(output) + ".json")
     path.write_text(json.dumps(meta, indent=2, default=str))
     return path
 
 
-__all__ = ["ArrayCalibrationReader", "CALIBRATION_METHODS", "METHODS", "QuantizeResult", "RECIPES", "compare_weights",
-           "gelu_fed_matmuls", "is_transformer", "linear_as_matmul", "quantize", "weight_bytes"]
+__all__ = [
+    "ArrayCalibrationReader",
+    "CALIBRATION_METHODS",
+    "METHODS",
+    "QuantizeResult",
+    "RECIPES",
+    "compare_weights",
+    "gelu_fed_matmuls",
+    "is_transformer",
+    "linear_as_matmul",
+    "quantize",
+    "weight_bytes",
+]
