@@ -54,6 +54,9 @@ AUTOSCALING_COORDINATOR = (
     "ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator:get_or_create_autoscaling_coordinator"
 )
 RAYLET_CONFIG = "ray._raylet:Config.initialize"
+# Ray uploads a job's local py_modules itself, but refuses local paths in an actor's runtime_env (a Serve
+# replica's): this is the upload ray.init does, giving URIs any node can fetch.
+UPLOAD_PY_MODULES = "ray._private.runtime_env.py_modules:upload_py_modules_if_needed"
 
 # Ray Train settings we change (Ray Train copies these from the driver's environment to the controller and
 # the workers; a name a later Ray no longer reads is simply ignored). The controller polls workers every 2 s
@@ -258,3 +261,21 @@ def reload_ray_config() -> bool:
         return False
     initialize("")
     return True
+
+
+def uploaded_py_modules(paths: list[str]) -> list[str] | None:
+    """Upload local packages or ``.py`` files to the cluster as ``ray.init`` does for a job's ``py_modules``;
+    their URIs go into an actor's (a Serve replica's) ``runtime_env``. None, with a warning, where this Ray
+    moved the upload: the modules must then be installed on the nodes. Needs a running Ray:
+
+    >>> uploaded_py_modules(['tests/toy_kind.py'])  # doctest: +SKIP
+    ['gcs://_ray_pkg_….zip']
+    """
+    upload = lookup(UPLOAD_PY_MODULES)
+    if upload is None:
+        _warn_once(f"this Ray has no {UPLOAD_PY_MODULES}: {', '.join(paths)} must be installed on every node")
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return upload({"py_modules": list(paths)}, include_gitignore=True, scratch_dir=scratch)["py_modules"]

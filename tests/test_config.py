@@ -303,7 +303,7 @@ def test_a_plugin_registered_value_is_allowed():
         ),
         (
             "data: {dataset: x.csv, kind: audio}",
-            "data.kind: got 'audio'; Input should be 'image', 'tabular', 'text' or 'timeseries'",
+            "data.kind: got 'audio'; Input should be 'image', 'tabular', 'text', 'timeseries'",
         ),
     ],
 )

@@ -22,6 +22,7 @@ ALL_INTERNALS = (
     ray_compat.TRAINING_FRAMEWORK,
     ray_compat.AUTOSCALING_COORDINATOR,
     ray_compat.RAYLET_CONFIG,
+    ray_compat.UPLOAD_PY_MODULES,
 )
 
 
@@ -179,3 +180,19 @@ def test_reloading_rays_config_where_it_moved_warns_and_does_nothing(monkeypatch
         assert ray_compat.reload_ray_config() is False
     [warning] = ours_logged(caplog)
     assert "ray._raylet:MovedConfig.initialize" in warning and "RAY_AUTH_MODE" in warning
+
+
+def test_local_modules_are_uploaded_as_uris_any_node_can_fetch(cluster):
+    from conftest import ROOT
+
+    [uri] = ray_compat.uploaded_py_modules([str(ROOT / "tests" / "toy_kind.py")])
+    assert uri.startswith("gcs://_ray_pkg_")
+
+
+def test_uploading_modules_where_it_moved_warns_and_leaves_them_to_the_nodes(monkeypatch, caplog):
+    monkeypatch.setattr(ray_compat, "UPLOAD_PY_MODULES", "ray._private.runtime_env.py_modules:moved")
+    monkeypatch.setattr(ray_compat, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=ray_compat.__name__):
+        assert ray_compat.uploaded_py_modules(["my_kinds.py"]) is None
+    [warning] = ours_logged(caplog)
+    assert "my_kinds.py must be installed on every node" in warning

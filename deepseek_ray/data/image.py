@@ -14,7 +14,7 @@ import numpy as np
 
 from ..files import fingerprint
 from .datasets import ArrayDataset, DatasetSplits, encode_labels, split_indices
-from .kinds import Baseline, DataKind, register_kind
+from .kinds import Baseline, DataKind, register_kind, shape_text
 
 
 @register_kind("image")
@@ -47,7 +47,7 @@ class ImageKind(DataKind):
         return Baseline("plain 2-conv CNN", model_spec=spec)
 
     def request_hint(self, meta: dict[str, Any]) -> str:
-        shape = "×".join(str(d) for d in meta.get("input_shape", []))
+        shape = shape_text(meta)
         return f'{{"inputs": <{shape} pixel values>}}'
 
 

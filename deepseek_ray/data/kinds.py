@@ -17,11 +17,11 @@ serve                  :attr:`~DataKind.parser` (request → model inputs), :met
 
 Adding a kind is one module with one subclass and ``@register_kind('name')``; the export metadata records
 the class by import path (``kind_class``), so a Serve replica on any node imports the module that defines it
-(a kind outside this package must be importable there: an installed package, or the job's working dir).
+(a kind outside any installed package travels to the replicas with them: Ray's ``py_modules``).
 
 >>> from deepseek_ray.data import KINDS, load_dataset
->>> sorted(KINDS.names())
-['image', 'tabular', 'text', 'timeseries']
+>>> {'image', 'tabular', 'text', 'timeseries'} <= set(KINDS.names())
+True
 >>> kind = load_dataset('digits').kind
 >>> kind.name, kind.import_path
 ('image', 'deepseek_ray.data.image:ImageKind')
@@ -229,10 +229,11 @@ class DataKind:
 
     def request_hint(self, meta: dict[str, Any]) -> str:
         """What a request body looks like, for the log line."""
-        return f'{{"inputs": <{_shape(meta)} values>}}'
+        return f'{{"inputs": <{shape_text(meta)} values>}}'
 
 
-def _shape(meta: dict[str, Any]) -> str:
+def shape_text(meta: dict[str, Any]) -> str:
+    """An example's shape as a request hint writes it: ``28×28``."""
     return "×".join(str(d) for d in meta.get("input_shape", []))
 
 

@@ -40,7 +40,7 @@ from .datasets import (
     sample_rows,
     split_indices,
 )
-from .kinds import BadRequest, DataKind, RequestParser, register_kind
+from .kinds import BadRequest, DataKind, RequestParser, register_kind, shape_text
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: pad id 0
 AUGMENTATIONS = TEXT_AUGMENTATIONS  # the schema's augmentation classes are the list; build_augmenter maps each
@@ -554,7 +554,7 @@ class TextKind(DataKind):
         return tensors
 
     def request_hint(self, meta: dict[str, Any]) -> str:
-        shape = "×".join(str(d) for d in meta.get("input_shape", []))
+        shape = shape_text(meta)
         raw = "a string or a list of strings, or " if (meta.get("input_spec") or {}).get("tokenizer") else ""
         return f'{{"inputs": {raw}<{shape} token ids>}}'
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..files import fingerprint
 from .datasets import ArrayDataset, DatasetSplits, Table, require_columns
-from .kinds import Baseline, DataKind, register_kind
+from .kinds import Baseline, DataKind, register_kind, shape_text
 
 
 def time_segments(n: int, fractions: tuple[float, float, float]) -> list[tuple[int, int]]:
@@ -182,5 +182,5 @@ class TimeSeriesKind(DataKind):
         return {key: data.preprocessing[key] for key in ("channels", "target", "lookback", "horizon")}
 
     def request_hint(self, meta: dict[str, Any]) -> str:
-        shape = "×".join(str(d) for d in meta.get("input_shape", []))
+        shape = shape_text(meta)
         return f'{{"inputs": <{shape} window: channels × lookback steps>}}'

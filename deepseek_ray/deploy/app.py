@@ -148,9 +148,32 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             "max_replicas": int(scaling.get("max_replicas", 2)),
             "target_ongoing_requests": float(scaling.get("target_ongoing_requests", 16)),
         },
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 0.5))},
+        ray_actor_options={"num_cpus": float(args.get("num_cpus", 0.5)), **_kind_code(model_path)},
     )
     return deployment.bind(model_path, batching, int(args.get("threads", 1)))
+
+
+def _kind_code(model_path: str) -> dict[str, Any]:
+    """For a model whose kind is defined outside this package and outside any installed package (a plugin
+    module in the user's project), the replicas' ``runtime_env`` ships that module's top-level package
+    (Ray's ``py_modules``), so that a replica on any node imports it; ``{}`` otherwise."""
+    import importlib
+    import sysconfig
+
+    from ..export import read_metadata
+    from ..ray_compat import uploaded_py_modules
+
+    module = str(read_metadata(model_path).get("kind_class") or "").partition(":")[0]
+    top = module.split(".")[0]
+    if not top or top == __name__.split(".")[0]:
+        return {}
+    package = importlib.import_module(top)
+    where = Path(getattr(package, "__file__", None) or next(iter(package.__path__)))
+    installed = Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["platlib"])
+    if any(where.is_relative_to(site) for site in installed):
+        return {}  # an installed package: the nodes' environment has it
+    uris = uploaded_py_modules([str(where.parent if where.name == "__init__.py" else where)])
+    return {"runtime_env": {"py_modules": uris}} if uris else {}
 
 
 def deploy(
