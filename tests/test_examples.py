@@ -1,15 +1,23 @@
 """The README's main job as its users run it: `deepseek-ray run examples/quickstart.yaml`, unshrunk, against
 the suite's Ray cluster. Its acceptance targets live here, not in the pipeline: the test accuracy of the
 searched and retrained model is at least 0.97 and at least the plain 2-conv CNN's trained in the same run.
-(Its wall time is measured, not asserted: BENCHMARKS.md.)"""
+(Its wall time is measured, not asserted: BENCHMARKS.md.)
+
+The whole job takes 4–8 minutes on two cores, close to half the suite, so it runs when asked for:
+``DEEPSEEK_RAY_ACCEPTANCE=1 python -m pytest tests/test_examples.py``."""
 
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from conftest import ROOT, run_cli
 
 TARGET_ACCURACY = 0.97
+pytestmark = pytest.mark.skipif(os.environ.get("DEEPSEEK_RAY_ACCEPTANCE") != "1",
+                                reason="the unshrunk main job: set DEEPSEEK_RAY_ACCEPTANCE=1 to run it")
 
 
 def test_quickstart_reaches_its_accuracy_target_and_beats_the_plain_cnn(cluster, tmp_path):
