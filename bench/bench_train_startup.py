@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import psutil  # noqa: E402  (Ray puts its bundled psutil on sys.path when imported)
 import ray
+
+import psutil  # isort: skip  (after ray: Ray puts its bundled psutil on sys.path when imported)
 
 # Phase boundaries, in order: (label, task name(s) split by "|", event); the latest matching task marks the end.
 PHASES = [

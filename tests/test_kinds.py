@@ -75,3 +75,13 @@ def test_a_kind_registered_outside_the_package_runs_through_the_pipeline_and_ser
     bad = requests.post(url, json={"inputs": "0101"}, timeout=60)
     assert bad.status_code == 400 and f"strings of {toy_kind.BITS} bits" in bad.json()["error"]
     assert requests.get(url, timeout=60).json()["kind"] == "bitstring"
+
+
+def test_a_text_file_is_read_by_the_text_kind_whatever_its_column_is_called(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": [f"a {'fine' if i % 2 else 'dull'} film, number {i}" for i in range(40)],
+                  "sentiment": ["pos" if i % 2 else "neg" for i in range(40)]}).to_csv(path, index=False)
+    data = load_dataset(str(path), label="sentiment")
+    assert data.kind.name == "text" and data.labels == ["neg", "pos"] and data.train.x.dtype.is_floating_point is False

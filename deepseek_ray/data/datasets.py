@@ -257,10 +257,8 @@ def _file_table(path: str, label: str | None, kind: str | None) -> tuple[str, Ta
     require_columns(frame, [label])
     features = [c for c in frame.columns if c != label]
     looks_like_text = len(features) == 1 and pd.api.types.is_string_dtype(frame[features[0]])
-    kind = kind or ("text" if looks_like_text else "tabular")
-    if kind == "text" and features != ["text"]:
-        frame = frame.rename(columns={features[0]: "text"})
-    return kind, Table(frame, label)
+    # The default for a file without data.kind (its kind class reads its columns from there).
+    return kind or ("text" if looks_like_text else "tabular"), Table(frame, label)
 
 
 def load_dataset(

@@ -517,7 +517,10 @@ class TextKind(DataKind):
         limit: int | None = None,
         **options: Any,
     ) -> DatasetSplits:
-        defaults: dict[str, Any] = {"tokenizer": "wordpiece", "max_len": 64}
+        features = [c for c in raw.frame.columns if c != raw.label]
+        # The text is the `text` column, or a file's one other column whatever its name.
+        text_column = "text" if "text" in features or len(features) != 1 else features[0]
+        defaults: dict[str, Any] = {"tokenizer": "wordpiece", "max_len": 64, "text_column": text_column}
         if Path(name).suffix in FILE_SUFFIXES:
             defaults["output_dir"] = Path(name).parent  # a trained tokenizer is saved beside the data
         preprocessor = TextPreprocessor(**{**defaults, **options}, split=fractions, seed=seed, label_column=raw.label)
