@@ -19,6 +19,7 @@ from deepseek_ray.data import (
     DatasetSplits,
     RequestParser,
     Table,
+    one_or_many,
     register_dataset,
     register_kind,
     split_indices,
@@ -31,8 +32,8 @@ class BitsParser(RequestParser):
     """A string of ``0``/``1`` (or a list of them) → one float row per string; numbers pass as usual."""
 
     def __call__(self, inputs: Any) -> np.ndarray:
-        texts = [inputs] if isinstance(inputs, str) else inputs
-        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
+        texts = one_or_many(inputs, str)
+        if texts is None:
             return self.numbers(inputs)
         width = self.example_shape[0]
         if any(len(t) != width or set(t) - {"0", "1"} for t in texts):

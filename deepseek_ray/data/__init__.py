@@ -24,7 +24,17 @@ from .datasets import (
     split_indices,
 )
 from .image import ImageKind, image_splits
-from .kinds import BadRequest, Baseline, DataKind, RequestParser, get_kind, kind_metadata, kind_of, register_kind
+from .kinds import (
+    BadRequest,
+    Baseline,
+    DataKind,
+    RequestParser,
+    get_kind,
+    kind_metadata,
+    kind_of,
+    one_or_many,
+    register_kind,
+)
 from .tabular import TabularKind, TabularTransform, tabular_splits
 from .text import AUGMENTATIONS, BackTranslation, TextKind, TextPreprocessor, load_tokenizer, train_tokenizer, wordnet
 from .timeseries import TimeSeriesKind, time_segments, timeseries_splits
@@ -59,6 +69,7 @@ __all__ = [
     "kind_of",
     "load_dataset",
     "load_tokenizer",
+    "one_or_many",
     "mixup",
     "random_shift",
     "read_table",

@@ -52,17 +52,13 @@ class Baseline:
     """A simple model to compare against: either its outputs on the test split (probabilities, or
     predictions in the target's units), or the spec of a model the pipeline trains with the run's recipe.
 
-    >>> Baseline('majority class', outputs=np.ones((2, 2))).trained
-    False
+    >>> Baseline('majority class', outputs=np.ones((2, 2))).model_spec is None
+    True
     """
 
     description: str
     outputs: np.ndarray | None = None
     model_spec: dict[str, Any] | None = None
-
-    @property
-    def trained(self) -> bool:
-        return self.model_spec is not None
 
 
 class RequestParser:
@@ -124,6 +120,22 @@ class RequestParser:
         return array.reshape(-1, *self.example_shape).astype(self.dtype, copy=False)
 
 
+def one_or_many(inputs: Any, kind: type) -> list[Any] | None:
+    """``inputs`` as a list of ``kind``: a non-empty list of them as it is, a single one in a list; else None.
+
+    >>> one_or_many('a', str), one_or_many(['a', 'b'], str), one_or_many([1], str), one_or_many([5, 6], list)
+    (['a'], ['a', 'b'], None, [[5, 6]])
+    """
+    if isinstance(inputs, list) and inputs and all(isinstance(item, kind) for item in inputs):
+        return inputs
+    return [inputs] if isinstance(inputs, kind) else None
+
+
+def head(data: DatasetSplits) -> dict[str, int]:
+    """The output size a model builder needs: ``out_features=1`` for regression, else ``num_classes``."""
+    return {"out_features": 1} if data.task == "regression" else {"num_classes": data.num_classes}
+
+
 _OIP_DATATYPES = {np.float32: "FP32", np.float64: "FP64", np.float16: "FP16", np.int64: "INT64", np.int32: "INT32"}
 
 
@@ -164,8 +176,7 @@ class DataKind:
 
     def model_inputs(self, data: DatasetSplits) -> dict[str, Any]:
         """The data-derived arguments a model builder needs (merged into its spec by search and train)."""
-        head = {"out_features": 1} if data.task == "regression" else {"num_classes": data.num_classes}
-        return {"in_channels": data.input_shape[0], **head}
+        return {"in_channels": data.input_shape[0], **head(data)}
 
     def baseline(self, data: DatasetSplits) -> Baseline:
         """A simple model scored on the same test split: the majority class, or the training mean."""

@@ -18,7 +18,7 @@ import pandas as pd
 from ..config.registries import BIN_STRATEGIES
 from ..files import fingerprint
 from .datasets import ArrayDataset, DatasetSplits, Table, encode_labels, require_columns, sample_rows, split_indices
-from .kinds import BadRequest, Baseline, DataKind, RequestParser, register_kind
+from .kinds import BadRequest, Baseline, DataKind, RequestParser, head, one_or_many, register_kind
 
 
 # data.tabular.bins' strategies, {strategy: n}: n + 1 edges from the observed (training) values.
@@ -217,11 +217,8 @@ class TabularRequestParser(RequestParser):
         self.transform = TabularTransform.from_dict(blob) if blob else None
 
     def __call__(self, inputs: Any) -> np.ndarray:
-        if isinstance(inputs, dict) or (
-            isinstance(inputs, list) and inputs and all(isinstance(r, dict) for r in inputs)
-        ):
-            return self.rows([inputs] if isinstance(inputs, dict) else inputs)
-        return self.numbers(inputs)
+        records = one_or_many(inputs, dict)
+        return self.numbers(inputs) if records is None else self.rows(records)
 
     def rows(self, records: list[dict[str, Any]]) -> np.ndarray:
         if self.transform is None:
@@ -255,8 +252,7 @@ class TabularKind(DataKind):
         return tabular_splits(name, table, fractions, seed)
 
     def model_inputs(self, data: DatasetSplits) -> dict[str, Any]:
-        head = {"out_features": 1} if data.task == "regression" else {"num_classes": data.num_classes}
-        return {"in_features": data.input_shape[0], **head}
+        return {"in_features": data.input_shape[0], **head(data)}
 
     def baseline(self, data: DatasetSplits) -> Baseline:
         """scikit-learn's logistic regression (classification) or ridge regression, on the same features."""

@@ -40,7 +40,7 @@ from .datasets import (
     sample_rows,
     split_indices,
 )
-from .kinds import BadRequest, DataKind, RequestParser, register_kind, shape_text
+from .kinds import BadRequest, DataKind, RequestParser, one_or_many, register_kind, shape_text
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] first: pad id 0
 AUGMENTATIONS = TEXT_AUGMENTATIONS  # the schema's augmentation classes are the list; build_augmenter maps each
@@ -469,9 +469,8 @@ class TextRequestParser(RequestParser):
         return self.tokenizer is not None
 
     def __call__(self, inputs: Any) -> np.ndarray:
-        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs)):
-            return self.texts([inputs] if isinstance(inputs, str) else inputs)
-        return self.token_ids(inputs)
+        texts = one_or_many(inputs, str)
+        return self.token_ids(inputs) if texts is None else self.texts(texts)
 
     def texts(self, texts: list[str]) -> np.ndarray:
         if self.tokenizer is None:
@@ -482,7 +481,7 @@ class TextRequestParser(RequestParser):
         return encode_texts(self.tokenizer, texts, self.example_shape[0], self.dtype)
 
     def token_ids(self, inputs: Any) -> np.ndarray:
-        rows = inputs if isinstance(inputs, list) and inputs and all(isinstance(r, list) for r in inputs) else [inputs]
+        rows = one_or_many(inputs, list) or [inputs]
         max_len, vocab = self.example_shape[0], int(self.spec.get("vocab_size", 2**31))
         raw = "a string or a list of strings, or " if self.tokenizer is not None else ""
         out = np.full((len(rows), max_len), int(self.spec.get("pad_id", 0)), dtype=self.dtype)
