@@ -105,10 +105,20 @@ PathText = Annotated[str, AfterValidator(fits_the_filesystem)]
 FilePath = Annotated[Path, BeforeValidator(fits_the_filesystem)]
 
 
+def _or(names: list[str]) -> str:
+    """``a, b or c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _quoted(names: Iterable[str]) -> str:
     """``'a', 'b' or 'c'``, as pydantic lists the values of a ``Literal``."""
-    names = [repr(n) for n in names]
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return _or([repr(n) for n in names])
+
+
+def _not_above(low: str, low_value: float, high: str, high_value: float) -> None:
+    """A ``ValueError`` when ``low`` exceeds ``high``: the pairs a section keeps in order (min/max, …)."""
+    if low_value > high_value:
+        raise ValueError(f"{low} ({low_value}) must not exceed {high} ({high_value})")
 
 
 class OneOf:
@@ -478,16 +488,9 @@ class StrategyConfig(Section):
 
     @model_validator(mode="after")
     def _tournament_within_population(self) -> StrategyConfig:
-        if self.type == "evolution" and self.tournament > self.population:
-            raise ValueError(
-                f"evolution: tournament ({self.tournament}) must not exceed population ({self.population})"
-            )
+        if self.type == "evolution":
+            _not_above("evolution: tournament", self.tournament, "population", self.population)
         return self
-
-
-def _or(names: list[str]) -> str:
-    """``a, b or c``."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 _Scheduler = TypeVar("_Scheduler", "AshaSchedulerConfig", "HyperbandSchedulerConfig")
@@ -495,8 +498,7 @@ _Scheduler = TypeVar("_Scheduler", "AshaSchedulerConfig", "HyperbandSchedulerCon
 
 def _grace_within_max_t(scheduler: _Scheduler) -> _Scheduler:
     # A grace period past max_t would never let the scheduler stop a trial: a silently plain search.
-    if scheduler.grace_period > scheduler.max_t:
-        raise ValueError(f"grace_period ({scheduler.grace_period}) must not exceed max_t ({scheduler.max_t})")
+    _not_above("grace_period", scheduler.grace_period, "max_t", scheduler.max_t)
     return scheduler
 
 
@@ -826,8 +828,7 @@ class BatchingConfig(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> BatchingConfig:
-        if self.min_batch > self.max_batch:
-            raise ValueError(f"min_batch ({self.min_batch}) must not exceed max_batch ({self.max_batch})")
+        _not_above("min_batch", self.min_batch, "max_batch", self.max_batch)
         return self
 
 
@@ -840,8 +841,7 @@ class AutoscalingConfig(Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoscalingConfig:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        _not_above("min_replicas", self.min_replicas, "max_replicas", self.max_replicas)
         return self
 
 

@@ -171,12 +171,10 @@ class MixedPrecisionTrainer:
         >>> trainer.schedule, trainer.warmup_steps, trainer.batch_size
         ('linear', 10, 64)
         """
-        if config.optimizer.lr is None:
-            raise ValueError("train.optimizer.lr is not set: give it in the file or merge the search's choice in")
         return cls(
             model,
             config.optimizer.type,
-            config.optimizer.lr,
+            required_lr(config),
             weight_decay=config.optimizer.weight_decay,
             fp16=config.precision == "fp16",
             bf16=config.precision == "bf16",
@@ -585,6 +583,18 @@ class _Shard(SequentialSampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def required_lr(config: TrainConfig) -> float:
+    """The recipe's learning rate; an error naming the field where the file gave none and no search merged one in.
+
+    >>> from deepseek_ray.config import TrainConfig
+    >>> required_lr(TrainConfig(optimizer={'lr': 3e-4}))
+    0.0003
+    """
+    if config.optimizer.lr is None:
+        raise ValueError("train.optimizer.lr is not set: give it in the file or merge the search's choice in")
+    return config.optimizer.lr
 
 
 def _length(data: Dataset) -> int:

@@ -28,6 +28,7 @@ from ..config import TrainConfig
 from ..data import DatasetSplits
 from ..files import write_atomically
 from ..optim import BestWeights, Callback, EarlyStopping, MixedPrecisionTrainer, Timing
+from ..optim.trainer import required_lr
 from ..ray_compat import TRAIN_ENV, prestart_train_helpers, torch_trainer_class
 from .backend import TorchBackendConfig
 from .progress import ProgressRelay, ProgressTail
@@ -304,8 +305,7 @@ def train(
 
 def _check_arguments(config: TrainConfig, callbacks: Sequence[Callback]) -> None:
     """Refuse at the driver what would otherwise fail on every worker after start-up."""
-    if config.optimizer.lr is None:
-        raise ValueError("train.optimizer.lr is not set: give it in the file or merge the search's choice in")
+    required_lr(config)
     strangers = [type(c).__name__ for c in callbacks if not isinstance(c, Callback)]
     if strangers:
         raise TypeError(
