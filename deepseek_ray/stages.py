@@ -521,9 +521,7 @@ def serve_stage(cfg: ExperimentConfig, reporter: Reporter) -> str:
         route=cfg.serve.route,
         host=cfg.serve.host,
         port=cfg.serve.port,
-        batching=cfg.serve.batching.model_dump(),
-        autoscaling=cfg.serve.autoscaling.model_dump(),
-        num_cpus=cfg.serve.num_cpus,
+        **cfg.serve.model_dump(exclude={"route", "host", "port", "model"}),
     )
     served = "" if cfg.serve.model == "onnx" else f" [{cfg.serve.model}]"
     meta = read_metadata(path)

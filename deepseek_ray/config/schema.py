@@ -820,11 +820,15 @@ class ExportConfig(Section):
 
 # ----------------------------------------------------------------------------------------- serve
 class BatchingConfig(Section):
-    """Request batching in each replica."""
+    """Request batching in each replica (``serve.batch``), held under the latency threshold."""
 
-    min_batch: Int = Field(1, ge=1, le=MAX_BATCH)
-    max_batch: Int = Field(32, ge=1, le=MAX_BATCH)
-    latency_threshold_ms: Float = Field(100.0, gt=0, le=3_600_000)
+    min_batch: Int = Field(1, ge=1, le=MAX_BATCH, description="The floor of the adaptive batch cap.")
+    max_batch: Int = Field(32, ge=1, le=MAX_BATCH, description="The ceiling of the batch cap; 1 turns batching off.")
+    latency_threshold_ms: Float = Field(
+        100.0, gt=0, le=3_600_000, description="p99 target, end to end; past it requests are shed with 503."
+    )
+    adaptive: bool = Field(True, description="Move the cap and wait to hold the threshold; false: a fixed batch.")
+    wait_ms: Float = Field(10.0, ge=0, le=60_000, description="The fixed batch's wait (adaptive: false).")
 
     @model_validator(mode="after")
     def _ordered(self) -> BatchingConfig:
@@ -838,11 +842,21 @@ class AutoscalingConfig(Section):
     min_replicas: Int = Field(1, ge=0, le=MAX_REPLICAS)
     max_replicas: Int = Field(2, ge=1, le=MAX_REPLICAS)
     target_ongoing_requests: Float = Field(16.0, gt=0, le=1_000_000)
+    upscale_delay_s: Float = Field(10.0, ge=0, le=86_400, description="Load held this long before scaling out.")
+    downscale_delay_s: Float = Field(60.0, ge=0, le=86_400, description="Idle this long before scaling in.")
 
     @model_validator(mode="after")
     def _ordered(self) -> AutoscalingConfig:
         _not_above("min_replicas", self.min_replicas, "max_replicas", self.max_replicas)
         return self
+
+
+class LimitsConfig(Section):
+    """What one request may carry and take; beyond it the answer is a 4xx (or 504) with the reason."""
+
+    max_body_bytes: Int = Field(4 * 2**20, ge=64, le=2**31, description="Request body size (413 beyond).")
+    max_examples: Int = Field(256, ge=1, le=MAX_BATCH, description="Examples in one request (413 beyond).")
+    timeout_s: Float = Field(30.0, gt=0, le=3600, description="Time to answer one request (504 beyond).")
 
 
 class ServeConfig(Section):
@@ -853,7 +867,17 @@ class ServeConfig(Section):
     port: Int = Field(8000, ge=1, le=65535)
     batching: BatchingConfig = BatchingConfig()
     autoscaling: AutoscalingConfig = AutoscalingConfig()
+    limits: LimitsConfig = LimitsConfig()
     num_cpus: Float = Field(0.5, gt=0, le=MAX_CPUS, description="CPUs reserved per replica.")
+    num_gpus: Float = Field(0.0, ge=0, le=MAX_CPUS, description="GPUs per replica (a share: replicas may share one).")
+    threads: Int = Field(1, ge=1, le=256, description="ONNX Runtime's intra-op threads per replica.")
+    max_queued_requests: Int = Field(
+        64,
+        ge=-1,
+        le=1_000_000,
+        description="Requests Serve queues before a replica takes them (503 beyond; -1: none).",
+    )
+    access_log: bool = Field(False, description="Serve's per-request access log lines (off: they cost per request).")
     model: Annotated[str, OneOf(lambda: ("onnx", *QUANTIZE_METHODS))] = Field(
         "onnx", description="What the endpoint serves: the fp32 ONNX model, or one of export.quantize's variants."
     )

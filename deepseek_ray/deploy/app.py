@@ -1,14 +1,22 @@
-"""The Ray Serve application over an exported ONNX model, with adaptive batching and autoscaling.
+"""The Ray Serve application over an exported ONNX model: two faces of one replica.
 
-POST a JSON body ``{"inputs": <one example>}`` (or ``{"inputs": [<example>, ...]}``) to the route. What an
-example is, and what the reply holds, is the model's kind's to say (the export metadata records the kind's
-class: :class:`~deepseek_ray.data.ImageKind` takes pixel values, :class:`~deepseek_ray.data.TabularKind` a row
-``{column: value}``, :class:`~deepseek_ray.data.TimeSeriesKind` a window, :class:`~deepseek_ray.data.TextKind` a
-string or token ids); shapes and dtype are checked against the ONNX model's input.
+**The simple route.** POST ``{"inputs": <one example>}`` (or ``{"inputs": [<example>, ...]}``) as JSON to the
+app's route. What an example is, and what the reply holds, is the model's kind's to say (the export
+metadata records the kind's class: :class:`~deepseek_ray.data.ImageKind` takes pixel values,
+:class:`~deepseek_ray.data.TabularKind` a row ``{column: value}``, :class:`~deepseek_ray.data.TimeSeriesKind`
+a window, :class:`~deepseek_ray.data.TextKind` a string or token ids). The reply holds the label and class
+probabilities (classification) or the prediction in the target's units, and the size of the batch the
+request was served in. GET on the route describes the model and the controller's state.
 
-The reply holds the predicted label and class probabilities (classification) or the prediction in the
-target's units (regression: one value, or one per horizon step), and the size of the batch the request
-was served in. A malformed body is answered 400 with the reason; the replica carries on.
+**The Open Inference Protocol** (KServe V2 REST, as Triton speaks it, binary tensors included) under
+``{route}/v2`` (``/v2`` when the route is ``/``): ``health/live``, ``health/ready``, ``models/{name}``,
+``models/{name}/ready`` and ``models/{name}/infer``; ``name`` is the app's. Inputs: ``input`` (the model's
+tensor, ``[n, *example_shape]``) or, for a text model that exported its tokenizer, ``text`` (``BYTES``).
+Outputs: ``probabilities`` and ``class_index`` (classification) or ``prediction`` (regression).
+
+Every request is timed from the replica's receipt; :class:`~deepseek_ray.deploy.DynamicBatchScheduler`
+moves ``serve.batch``'s cap and wait to hold the latency threshold and refuses (503, ``Retry-After``) what it
+cannot answer within it. A malformed request gets a 4xx with the reason; the replica carries on.
 
 For ``serve run`` / ``serve deploy``: ``deepseek_ray.deploy.app:build_app`` with
 ``args: {model_path: runs/NAME/export/model.onnx}`` (see ``deployments/serve_mnist.yaml``).
@@ -17,24 +25,40 @@ For ``serve run`` / ``serve deploy``: ``deepseek_ray.deploy.app:build_app`` with
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from ray import serve
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from ..data.kinds import BadRequest, RequestParser, kind_of
+from . import protocol
 from .batching import DynamicBatchScheduler
+from .metrics import ServingMetrics, since_ms
+
+#: compute shorter than this runs on the event loop; longer goes to the compute thread, so that the loop
+#: keeps reading (and shedding) requests meanwhile
+INLINE_COMPUTE_MS = 1.0
 
 
-def _inputs_of(payload: Any) -> Any:
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise BadRequest('the body must be a JSON object with the key "inputs"')
-    return payload["inputs"]
+class HTTPError(Exception):
+    """A request answered with ``status`` and ``{"error": reason}`` (the Open Inference Protocol's form too)."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.headers = headers or {}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``body`` as JSON (orjson: numpy scalars and arrays too)."""
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
 def request_parser(meta: dict[str, Any], session: Any, model_path: str | Path) -> RequestParser:
@@ -54,64 +78,189 @@ def request_parser(meta: dict[str, Any], session: Any, model_path: str | Path) -
     return kind_of(meta).request_parser(meta, input_dtype(session), Path(model_path).parent)
 
 
+def _inputs_of(payload: Any) -> Any:
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise BadRequest('the body must be a JSON object with the key "inputs"')
+    return payload["inputs"]
+
+
 @serve.deployment
 class ModelServer:
     """One replica: an ONNX Runtime session behind ``serve.batch``, tuned by :class:`DynamicBatchScheduler`."""
 
-    def __init__(self, model_path: str, batching: dict[str, Any] | None = None, threads: int = 1):
+    def __init__(
+        self,
+        model_path: str,
+        name: str = "model",
+        route: str = "/",
+        batching: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        threads: int = 1,
+        gpu: bool = False,
+    ):
         from ..export import onnx_session, read_metadata
 
+        self.name = name
         self.meta = read_metadata(model_path)
-        self.session = onnx_session(model_path, self.meta.get("optimize_level", 9), threads=threads)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None
+        self.session = onnx_session(model_path, self.meta.get("optimize_level", 9), threads, providers)
         self.input_name = self.session.get_inputs()[0].name
         self.kind = kind_of(self.meta)
         self.parser = request_parser(self.meta, self.session, model_path)
+        self.inputs = self.kind.tensor_metadata(self.meta, self.parser.dtype)
+        self.outputs = self._output_metadata()
         batching = batching or {}
+        self.limits = {"max_body_bytes": 4 * 2**20, "max_examples": 256, "timeout_s": 30.0, **(limits or {})}
         self.scheduler = DynamicBatchScheduler(
-            min_batch=batching.get("min_batch", 1),
-            max_batch=batching.get("max_batch", 32),
-            latency_threshold=batching.get("latency_threshold_ms", 100.0),
+            min_batch=int(batching.get("min_batch", 1)),
+            max_batch=int(batching.get("max_batch", 32)),
+            latency_threshold=float(batching.get("latency_threshold_ms", 100.0)),
+            adaptive=bool(batching.get("adaptive", True)),
+            fixed_wait_ms=float(batching.get("wait_ms", 10.0)),
         )
-        self._batcher.set_max_batch_size(self.scheduler.batch_size)
-        self._batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
+        self.metrics = ServingMetrics(route, self.scheduler.latency_threshold)
+        self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
+        self._pending = 0  # examples admitted and not yet answered
+        self._drill = (0.0, 0.0)  # extra ms per batch and per example (slow_down_for_drill)
         self.served = 0
+        self._apply_controller()
 
-    @property
-    def _batcher(self) -> Any:
-        """``predict`` as ``serve.batch`` made it: its setters are added at run time, not in Ray's type hints."""
-        return self.predict
+    # ------------------------------------------------------------------------------------ dispatch
+    async def __call__(self, request: Request) -> Response:
+        received = time.perf_counter()
+        scope = request.scope
+        path = scope["path"][len(scope.get("root_path", "")) :].rstrip("/")
+        face = "v2" if path.startswith("/v2") else "simple"
+        try:
+            response = await (self._v2(request, path[3:]) if face == "v2" else self._simple(request))
+        except HTTPError as err:
+            response = json_response({"error": str(err)}, err.status, err.headers)
+        except (BadRequest, protocol.ProtocolError) as err:
+            response = json_response({"error": str(err)}, getattr(err, "status", 400))
+        latency_ms = since_ms(received)
+        self.metrics.record(face, response.status_code, latency_ms)
+        if response.status_code < 300 and self.scheduler.observe_request(latency_ms):
+            self._apply_controller()
+        return response
 
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def _simple(self, request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(self.describe())
+            return json_response(self.describe())
+        if request.method != "POST":
+            raise HTTPError(405, f"{request.method} is not served here: POST a JSON body, or GET the description")
+        body = await self._body(request, ("application/json",))
         try:
-            payload = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return JSONResponse({"error": f"the body is not valid JSON: {err}"}, status_code=400)
-        try:
-            examples = self.parser(_inputs_of(payload))
-        except BadRequest as err:
-            return JSONResponse({"error": str(err)}, status_code=400)
-        if len(examples) > self.scheduler.max_batch:
-            return JSONResponse({"error": f"at most {self.scheduler.max_batch} examples per request"}, status_code=413)
-        answers = await asyncio.gather(*(self.predict(example) for example in examples))
-        return JSONResponse(answers[0] if len(answers) == 1 else {"predictions": list(answers)})
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            raise HTTPError(400, f"the body is not valid JSON: {err}") from None
+        examples = self.parser(_inputs_of(payload))
+        rows, batch_sizes = await self._infer(examples)
+        answers = [
+            {**self.kind.reply(row, self.meta), "batch_size": size} for row, size in zip(rows, batch_sizes, strict=True)
+        ]
+        return json_response(answers[0] if len(answers) == 1 else {"predictions": answers})
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def predict(self, examples: list[np.ndarray]) -> list[dict[str, Any]]:
+    async def _body(self, request: Request, content_types: tuple[str, ...]) -> bytes:
+        """The body, refused early when it has the wrong content type or is larger than the limit."""
+        content_type = request.headers.get("content-type", content_types[0]).split(";")[0].strip().lower()
+        if content_type not in content_types:
+            raise HTTPError(
+                415, f"content type {content_type!r} is not accepted here; send {' or '.join(content_types)}"
+            )
+        limit = self.limits["max_body_bytes"]
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit():
+            raise HTTPError(400, f"content-length {declared!r} is not a number of bytes")
+        if int(declared) > limit:
+            raise HTTPError(413, f"the body has {declared} bytes; at most {limit} are accepted")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"the body is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ----------------------------------------------------------------------------------- inference
+    async def _infer(self, examples: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+        """Model outputs for ``examples``, each with the size of the batch it was computed in."""
+        count = len(examples)
+        if count > self.limits["max_examples"]:
+            raise HTTPError(413, f"{count} examples in one request; at most {self.limits['max_examples']}")
+        if not self.scheduler.admit(self._pending, count):
+            retry = self.scheduler.retry_after_s(self._pending)
+            raise HTTPError(
+                503,
+                f"over capacity: this request would not be answered within {self.scheduler.latency_threshold:g} ms",
+                {"Retry-After": str(retry)},
+            )
+        self._pending += count
+        try:
+            async with asyncio.timeout(self.limits["timeout_s"]):
+                if self.scheduler.max_batch == 1:
+                    outputs = await self._compute(examples)
+                    return list(outputs), [count] * count
+                answers = await asyncio.gather(*(self.predict(example) for example in examples))
+        except TimeoutError:
+            raise HTTPError(504, f"not answered within the request timeout ({self.limits['timeout_s']:g} s)") from None
+        finally:
+            self._pending -= count
+        return [row for row, _ in answers], [size for _, size in answers]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def predict(self, examples: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        outputs = await self._compute(np.stack(examples))
+        return [(row, len(examples)) for row in outputs]
+
+    async def _compute(self, batch: np.ndarray) -> np.ndarray:
+        size = len(batch)
+        self.scheduler.started_batch(size)
         start = time.perf_counter()
-        outputs = self.session.run(None, {self.input_name: np.stack(examples)})[0]
-        compute_ms = (time.perf_counter() - start) * 1000
-        if self.scheduler.observe(len(examples), compute_ms):
-            self._batcher.set_max_batch_size(self.scheduler.batch_size)
-        self.served += len(examples)
-        return [{**self.kind.reply(row, self.meta), "batch_size": len(examples)} for row in outputs]
+        if self.scheduler.batch_ms(size) < INLINE_COMPUTE_MS and not any(self._drill):
+            outputs = self._run(batch)
+        else:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._compute_thread, self._run, batch)
+        if self.scheduler.observe_batch(size, since_ms(start)):
+            self._apply_controller()
+        self.served += size
+        return outputs
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        per_batch, per_example = self._drill
+        if per_batch or per_example:
+            time.sleep((per_batch + per_example * len(batch)) / 1000)
+        return self.session.run(None, {self.input_name: batch})[0]
+
+    def _apply_controller(self) -> None:
+        batcher: Any = self.predict  # serve.batch adds the setters at run time, not in Ray's type hints
+        batcher.set_max_batch_size(self.scheduler.batch_size)
+        batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
+        self.metrics.controller(self.scheduler.batch_size, self.scheduler.wait_timeout_s, self.scheduler.budget_ms)
+
+    async def slow_down_for_drill(self, per_batch_ms: float = 0.0, per_example_ms: float = 0.0) -> dict[str, Any]:
+        """A drill, reachable through a deployment handle only (never from HTTP or the experiment file): every
+        batch takes this much longer from now on (0, 0 restores the model's speed). Returns the controller state."""
+        self._drill = (float(per_batch_ms), float(per_example_ms))
+        return self.controller_state()
+
+    def controller_state(self) -> dict[str, Any]:
+        """The latency controller's cap, wait, budget and cost model now."""
+        scheduler = self.scheduler
+        return {
+            "batch_cap": scheduler.batch_size,
+            "wait_ms": round(scheduler.wait_timeout_s * 1000, 3),
+            "budget_ms": round(scheduler.budget_ms, 3),
+            "full_batch_ms": round(scheduler.batch_ms(scheduler.batch_size), 3),
+            "utilisation": round(scheduler.utilisation(), 3),
+            "pending": self._pending,
+        }
 
     def describe(self) -> dict[str, Any]:
         """What a GET on the route returns: the model, what it takes, and the batching state."""
         spec = self.parser.spec
         return {
             "model": self.meta.get("architecture"),
+            "name": self.name,
             "kind": self.kind.name,
             "task": self.meta.get("task", "classification"),
             "labels": self.meta.get("labels") or [],
@@ -119,19 +268,110 @@ class ModelServer:
             "input_dtype": np.dtype(self.parser.dtype).name,
             "accepts_text": self.parser.accepts_text,
             "columns": spec.get("columns"),
-            "inputs": self.kind.tensor_metadata(self.meta, self.parser.dtype),
+            "inputs": self.inputs,
+            "outputs": self.outputs,
             "sha256": self.meta.get("sha256"),
             "quantization": (self.meta.get("quantization") or {}).get("type"),
             "batch_cap": self.scheduler.batch_size,
+            "controller": self.controller_state(),
+            "limits": self.limits,
             "served": self.served,
         }
+
+    # ----------------------------------------------------------------------- Open Inference Protocol
+    def _output_metadata(self) -> list[dict[str, Any]]:
+        shape = [-1, *(int(d) if isinstance(d, int) else -1 for d in self.session.get_outputs()[0].shape[1:])]
+        if self.meta.get("task") == "regression":
+            return [{"name": "prediction", "datatype": "FP32", "shape": shape}]
+        return [
+            {"name": "probabilities", "datatype": "FP32", "shape": shape},
+            {"name": "class_index", "datatype": "INT64", "shape": [-1]},
+        ]
+
+    async def _v2(self, request: Request, path: str) -> Response:
+        if path == "":
+            return json_response(protocol.server_metadata("deepseek_ray", _version(), ["binary_tensor_data"]))
+        if path in ("/health/live", "/health/ready"):
+            return json_response({"live": True} if path.endswith("live") else {"ready": True})
+        parts = path.split("/")[1:]  # models, name, [versions, v,] rest
+        if parts[0] != "models" or len(parts) < 2:
+            raise HTTPError(404, f"no Open Inference Protocol route /v2{path}")
+        if parts[1] != self.name:
+            raise HTTPError(404, f"no model {parts[1]!r} here; this endpoint serves {self.name!r}")
+        rest = parts[4:] if parts[2:3] == ["versions"] else parts[2:]
+        if rest == [] and request.method == "GET":
+            return json_response(protocol.model_metadata(self.name, self.inputs, self.outputs, versions=["1"]))
+        if rest == ["ready"]:
+            return json_response({"name": self.name, "ready": True})
+        if rest == ["infer"] and request.method == "POST":
+            return await self._v2_infer(request)
+        raise HTTPError(405 if rest in ([], ["infer"]) else 404, f"{request.method} /v2{path} is not served here")
+
+    async def _v2_infer(self, request: Request) -> Response:
+        body = await self._body(request, ("application/json", "application/octet-stream"))
+        header = request.headers.get("inference-header-content-length")
+        if header is not None and not header.isdigit():
+            raise HTTPError(400, f"Inference-Header-Content-Length {header!r} is not a number of bytes")
+        size = int(np.prod(self.parser.example_shape))
+        infer = protocol.decode_infer_request(
+            body, None if header is None else int(header), max_elements=self.limits["max_examples"] * size
+        )
+        examples = self._v2_examples(infer)
+        rows, _ = await self._infer(examples)
+        outputs = self._v2_outputs(np.stack(rows), infer.outputs)
+        content, headers = protocol.encode_infer_response(
+            self.name, outputs, request_id=infer.id, model_version="1", binary=infer.binary_outputs
+        )
+        return Response(content, headers=headers)
+
+    def _v2_examples(self, infer: protocol.InferRequest) -> np.ndarray:
+        declared = {tensor["name"]: tensor for tensor in self.inputs}
+        names = sorted(infer.inputs)
+        if len(names) != 1 or names[0] not in declared:
+            raise BadRequest(f"send exactly one input tensor, one of {sorted(declared)}; got {names}")
+        name = names[0]
+        tensor, datatype, shape = infer.inputs[name], infer.datatypes[name], infer.shapes[name]
+        if datatype != declared[name]["datatype"]:
+            raise BadRequest(f"input {name!r} is {datatype}; this model takes {declared[name]['datatype']}")
+        if name == "text":
+            return self.parser(tensor)
+        if list(shape[1:]) != list(self.parser.example_shape):
+            wanted = ", ".join(map(str, self.parser.example_shape))
+            raise BadRequest(f"input {name!r} has shape {shape}; this model takes [n, {wanted}]")
+        return self.parser.numbers(tensor)
+
+    def _v2_outputs(self, rows: np.ndarray, wanted: list[str] | None) -> dict[str, np.ndarray]:
+        if self.meta.get("task") == "regression":
+            outputs = {"prediction": rows.astype(np.float32)}
+        else:
+            outputs = {"probabilities": rows.astype(np.float32), "class_index": rows.argmax(axis=1).astype(np.int64)}
+        if wanted is None:
+            return outputs
+        unknown = sorted(set(wanted) - set(outputs))
+        if unknown:
+            raise BadRequest(f"no output {unknown}; this model has {sorted(outputs)}")
+        return {name: outputs[name] for name in wanted}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("deepseek-ray")
+    except PackageNotFoundError:  # pragma: no cover - a source checkout not installed
+        return "0"
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve's application builder (``serve run deepseek_ray.deploy.app:build_app model_path=...``).
 
-    ``args``: ``model_path``, and optionally ``batching`` (min_batch, max_batch, latency_threshold_ms),
-    ``autoscaling`` (min_replicas, max_replicas, target_ongoing_requests), ``num_cpus``, ``threads``.
+    ``args``: ``model_path``, and optionally ``name`` (the model's name in the Open Inference Protocol),
+    ``route``, ``batching`` (min_batch, max_batch, latency_threshold_ms, adaptive, wait_ms), ``limits``
+    (max_body_bytes, max_examples, timeout_s), ``autoscaling`` (min_replicas, max_replicas,
+    target_ongoing_requests, upscale_delay_s, downscale_delay_s), ``num_cpus``, ``num_gpus``, ``threads``,
+    ``max_queued_requests``, ``access_log``; the experiment file's ``serve`` section spells them the same.
+
+    >>> build_app({'model_path': 'runs/mnist-quickstart/export/model.onnx'})  # doctest: +SKIP
     """
     if "model_path" not in args:
         raise ValueError("build_app needs args.model_path (an exported .onnx file)")
@@ -139,18 +379,37 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     batching = dict(args.get("batching") or {})
     scaling = dict(args.get("autoscaling") or {})
     max_batch = int(batching.get("max_batch", 32))
+    min_replicas = int(scaling.get("min_replicas", 1))
+    num_gpus = float(args.get("num_gpus", 0.0))
     deployment = ModelServer.options(  # type: ignore[attr-defined]  # a Deployment once @serve.deployment ran
-        # serve.batch can only fill a batch with requests the replica has accepted.
-        max_ongoing_requests=max(2 * max_batch, 8),
+        # Requests wait inside the replica, where they are timed and shed, rather than in Serve's queue.
+        max_ongoing_requests=max(4 * max_batch, 32),
+        max_queued_requests=int(args.get("max_queued_requests", 64)),
+        backpressure_config={"status_code": 503, "retry_after_s": 1},
         autoscaling_config={
-            "min_replicas": int(scaling.get("min_replicas", 1)),
-            "initial_replicas": max(1, int(scaling.get("min_replicas", 1))),
+            "min_replicas": min_replicas,
+            "initial_replicas": max(1, min_replicas),
             "max_replicas": int(scaling.get("max_replicas", 2)),
             "target_ongoing_requests": float(scaling.get("target_ongoing_requests", 16)),
+            "upscale_delay_s": float(scaling.get("upscale_delay_s", 10.0)),
+            "downscale_delay_s": float(scaling.get("downscale_delay_s", 60.0)),
         },
-        ray_actor_options={"num_cpus": float(args.get("num_cpus", 0.5)), **_kind_code(model_path)},
+        logging_config={"enable_access_log": bool(args.get("access_log", False))},
+        ray_actor_options={
+            "num_cpus": float(args.get("num_cpus", 0.5)),
+            "num_gpus": num_gpus,
+            **_kind_code(model_path),
+        },
     )
-    return deployment.bind(model_path, batching, int(args.get("threads", 1)))
+    return deployment.bind(
+        model_path,
+        str(args.get("name") or "model"),
+        str(args.get("route") or "/"),
+        batching,
+        dict(args.get("limits") or {}),
+        int(args.get("threads", 1)),
+        num_gpus > 0,
+    )
 
 
 def _kind_code(model_path: str) -> dict[str, Any]:
@@ -183,11 +442,11 @@ def deploy(
     route: str = "/predict",
     host: str = "127.0.0.1",
     port: int = 8000,
-    batching: dict[str, Any] | None = None,
-    autoscaling: dict[str, Any] | None = None,
-    num_cpus: float = 0.5,
+    **settings: Any,
 ) -> str:
     """Start Serve's HTTP proxy if needed, deploy the app under ``name`` at ``route``; return the URL.
+
+    ``settings``: as :func:`build_app`'s args (``batching``, ``limits``, ``autoscaling``, ``num_cpus``, ...).
 
     >>> deploy('runs/mnist-quickstart/export/model.onnx', name='mnist-quickstart', route='/mnist')  # doctest: +SKIP
     'http://127.0.0.1:8000/mnist'
@@ -195,8 +454,10 @@ def deploy(
     from ..runtime import hush
 
     hush()
-    serve.start(http_options={"host": host, "port": port})
+    timeout = float((settings.get("limits") or {}).get("timeout_s", 30.0))
+    # Serve's own timeout is a backstop behind the replica's, which answers 504 with the reason first.
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": timeout + 5})
     hush()  # Serve configures its driver-side logger on start
-    app = build_app({"model_path": model_path, "batching": batching, "autoscaling": autoscaling, "num_cpus": num_cpus})
+    app = build_app({"model_path": model_path, "name": name, "route": route, **settings})
     serve.run(app, name=name, route_prefix=route, blocking=False)
     return f"http://{host}:{port}{route}"

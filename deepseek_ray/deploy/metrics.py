@@ -1,0 +1,97 @@
+"""The replica's own metrics, on Ray's metrics endpoint beside Serve's ``ray_serve_*`` ones.
+
+Ray prefixes ``ray_`` on export and Serve adds the ``application``, ``deployment`` and ``replica`` tags,
+so Prometheus sees e.g. ``ray_deepseek_ray_requests_total{route="/mnist",status="200",...}``.
+README ("Metrics") lists them; the cluster dashboards read them.
+
+>>> sorted(METRIC_NAMES)[:2]
+['deepseek_ray_batch_cap', 'deepseek_ray_batch_wait_ms']
+"""
+
+from __future__ import annotations
+
+import time
+
+#: what each metric is, by the name it is registered under (Ray's endpoint shows it with a ``ray_`` prefix)
+METRIC_NAMES = {
+    "deepseek_ray_requests_total": "requests answered, by route, protocol face (simple|v2) and HTTP status",
+    "deepseek_ray_request_latency_ms": "latency from the replica's receipt to the reply, by route (histogram)",
+    "deepseek_ray_within_slo_total": "requests answered 2xx within the latency threshold (its rate is goodput)",
+    "deepseek_ray_shed_total": "requests refused with 503 because they could not be answered within the threshold",
+    "deepseek_ray_slo_attainment": "share of the last window's 2xx answers within the threshold",
+    "deepseek_ray_batch_cap": "the latency controller's current max_batch_size",
+    "deepseek_ray_batch_wait_ms": "the latency controller's current batch_wait_timeout_s, in ms",
+    "deepseek_ray_latency_budget_ms": "the in-replica budget the controller holds p99 to (after its AIMD safety)",
+}
+
+LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1e3, 2e3, 5e3]
+
+
+class ServingMetrics:
+    """The metrics of one replica; ``record`` is called once per answered request.
+
+    >>> ServingMetrics(route='/mnist', threshold_ms=100)  # doctest: +SKIP
+    """
+
+    def __init__(self, route: str, threshold_ms: float, window: int = 200):
+        from ray.serve import metrics
+
+        self.route = route
+        self.threshold_ms = threshold_ms
+        self.window = window
+        self._answered = 0
+        self._within = 0
+        self._requests = metrics.Counter(
+            "deepseek_ray_requests_total",
+            METRIC_NAMES["deepseek_ray_requests_total"],
+            tag_keys=("route", "protocol", "status"),  # type: ignore[arg-type]  # Ray hints a 1-tuple
+        )
+        self._latency = metrics.Histogram(
+            "deepseek_ray_request_latency_ms",
+            METRIC_NAMES["deepseek_ray_request_latency_ms"],
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=("route",),
+        )
+        self._good = metrics.Counter("deepseek_ray_within_slo_total", METRIC_NAMES["deepseek_ray_within_slo_total"])
+        self._shed = metrics.Counter("deepseek_ray_shed_total", METRIC_NAMES["deepseek_ray_shed_total"])
+        self._attainment = metrics.Gauge("deepseek_ray_slo_attainment", METRIC_NAMES["deepseek_ray_slo_attainment"])
+        self._cap = metrics.Gauge("deepseek_ray_batch_cap", METRIC_NAMES["deepseek_ray_batch_cap"])
+        self._wait = metrics.Gauge("deepseek_ray_batch_wait_ms", METRIC_NAMES["deepseek_ray_batch_wait_ms"])
+        self._budget = metrics.Gauge("deepseek_ray_latency_budget_ms", METRIC_NAMES["deepseek_ray_latency_budget_ms"])
+        self._tags = {"route": route}
+        self._attainment.set(1.0)
+
+    def record(self, protocol: str, status: int, latency_ms: float) -> None:
+        """One answered request."""
+        self._requests.inc(tags={"route": self.route, "protocol": protocol, "status": str(status)})
+        if status == 503:
+            self._shed.inc()
+            return
+        self._latency.observe(latency_ms, tags=self._tags)
+        if 200 <= status < 300:
+            within = latency_ms <= self.threshold_ms
+            self._answered += 1
+            self._within += within
+            if within:
+                self._good.inc()
+            if self._answered >= self.window:
+                self._attainment.set(self._within / self._answered)
+                self._answered = self._within = 0
+
+    def controller(self, batch_cap: int, wait_s: float, budget_ms: float) -> None:
+        """The controller's state, after it changed."""
+        self._cap.set(batch_cap)
+        self._wait.set(wait_s * 1000)
+        self._budget.set(budget_ms)
+
+
+def since_ms(start: float) -> float:
+    """Milliseconds since ``start`` (a :func:`time.perf_counter` reading).
+
+    >>> since_ms(time.perf_counter()) < 1000
+    True
+    """
+    return (time.perf_counter() - start) * 1000
+
+
+__all__ = ["LATENCY_BOUNDARIES_MS", "METRIC_NAMES", "ServingMetrics", "since_ms"]
