@@ -120,7 +120,6 @@ class ModelServer:
         )
         self.metrics = ServingMetrics(route, self.scheduler.latency_threshold)
         self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
-        self._pending = 0  # examples admitted and not yet answered
         self._drill = (0.0, 0.0)  # extra ms per batch and per example (slow_down_for_drill)
         self.served = 0
         self._apply_controller()
@@ -139,8 +138,8 @@ class ModelServer:
             response = json_response({"error": str(err)}, getattr(err, "status", 400))
         latency_ms = since_ms(received)
         self.metrics.record(face, response.status_code, latency_ms)
-        if response.status_code < 300 and self.scheduler.observe_request(latency_ms):
-            self._apply_controller()
+        if response.status_code < 300:
+            self.scheduler.observe_latency(latency_ms)
         return response
 
     async def _simple(self, request: Request) -> Response:
@@ -187,14 +186,12 @@ class ModelServer:
         count = len(examples)
         if count > self.limits["max_examples"]:
             raise HTTPError(413, f"{count} examples in one request; at most {self.limits['max_examples']}")
-        if not self.scheduler.admit(self._pending, count):
-            retry = self.scheduler.retry_after_s(self._pending)
+        if not self.scheduler.admit(count):
             raise HTTPError(
                 503,
                 f"over capacity: this request would not be answered within {self.scheduler.latency_threshold:g} ms",
-                {"Retry-After": str(retry)},
+                {"Retry-After": str(self.scheduler.retry_after_s())},
             )
-        self._pending += count
         try:
             async with asyncio.timeout(self.limits["timeout_s"]):
                 if self.scheduler.max_batch == 1:
@@ -204,7 +201,7 @@ class ModelServer:
         except TimeoutError:
             raise HTTPError(504, f"not answered within the request timeout ({self.limits['timeout_s']:g} s)") from None
         finally:
-            self._pending -= count
+            self.scheduler.answered(count)
         return [row for row, _ in answers], [size for _, size in answers]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
@@ -215,27 +212,30 @@ class ModelServer:
     async def _compute(self, batch: np.ndarray) -> np.ndarray:
         size = len(batch)
         self.scheduler.started_batch(size)
-        start = time.perf_counter()
         if self.scheduler.batch_ms(size) < INLINE_COMPUTE_MS and not any(self._drill):
-            outputs = self._run(batch)
+            outputs, compute_ms = self._run(batch)
         else:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._compute_thread, self._run, batch)
-        if self.scheduler.observe_batch(size, since_ms(start)):
+            loop = asyncio.get_running_loop()
+            outputs, compute_ms = await loop.run_in_executor(self._compute_thread, self._run, batch)
+        if self.scheduler.observe_batch(size, compute_ms):
             self._apply_controller()
         self.served += size
         return outputs
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        """The model's outputs, and the milliseconds they took (timed here: no event-loop delay in them)."""
+        start = time.perf_counter()
         per_batch, per_example = self._drill
         if per_batch or per_example:
             time.sleep((per_batch + per_example * len(batch)) / 1000)
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run(None, {self.input_name: batch})[0], since_ms(start)
 
     def _apply_controller(self) -> None:
         batcher: Any = self.predict  # serve.batch adds the setters at run time, not in Ray's type hints
         batcher.set_max_batch_size(self.scheduler.batch_size)
         batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
-        self.metrics.controller(self.scheduler.batch_size, self.scheduler.wait_timeout_s, self.scheduler.budget_ms)
+        scheduler = self.scheduler
+        self.metrics.controller(scheduler.batch_size, scheduler.wait_timeout_s, scheduler.budget_ms * scheduler.safety)
 
     async def slow_down_for_drill(self, per_batch_ms: float = 0.0, per_example_ms: float = 0.0) -> dict[str, Any]:
         """A drill, reachable through a deployment handle only (never from HTTP or the experiment file): every
@@ -252,7 +252,8 @@ class ModelServer:
             "budget_ms": round(scheduler.budget_ms, 3),
             "full_batch_ms": round(scheduler.batch_ms(scheduler.batch_size), 3),
             "utilisation": round(scheduler.utilisation(), 3),
-            "pending": self._pending,
+            "pending": scheduler.pending,
+            "safety": round(scheduler.safety, 3),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -320,7 +321,7 @@ class ModelServer:
         rows, _ = await self._infer(examples)
         outputs = self._v2_outputs(np.stack(rows), infer.outputs)
         content, headers = protocol.encode_infer_response(
-            self.name, outputs, request_id=infer.id, model_version="1", binary=infer.binary_outputs
+            self.name, outputs, request_id=infer.id, model_version="1", binary=infer.binary_for(outputs)
         )
         return Response(content, headers=headers)
 
