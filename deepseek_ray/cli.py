@@ -125,7 +125,7 @@ def _with_ray(args: argparse.Namespace, cfg: Any) -> int:
     reporter = Reporter()
     reporter.line(f"experiment {cfg.name} from {args.file}; artifacts in {cfg.run_dir}")
     with reporter.stage("ray"):
-        embedded = connect(args.address, verbose=args.verbose, namespace=cfg.name)
+        embedded = connect(args.address, verbose=args.verbose, namespace=cfg.name, serve_ingress=cfg.serve.ingress)
         reporter.line("embedded local Ray" if embedded else f"joined cluster {args.address or 'RAY_ADDRESS'}")
         if args.command in ("run", "train"):
             from .ray_compat import prestart_train_helpers

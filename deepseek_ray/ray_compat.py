@@ -57,6 +57,7 @@ RAYLET_CONFIG = "ray._raylet:Config.initialize"
 # Ray uploads a job's local py_modules itself, but refuses local paths in an actor's runtime_env (a Serve
 # replica's): this is the upload ray.init does, giving URIs any node can fetch.
 UPLOAD_PY_MODULES = "ray._private.runtime_env.py_modules:upload_py_modules_if_needed"
+UPLOAD_WORKING_DIR = "ray._private.runtime_env.working_dir:upload_working_dir_if_needed"
 
 # Ray Train settings we change (Ray Train copies these from the driver's environment to the controller and
 # the workers; a name a later Ray no longer reads is simply ignored). The controller polls workers every 2 s
@@ -279,3 +280,21 @@ def uploaded_py_modules(paths: list[str]) -> list[str] | None:
 
     with tempfile.TemporaryDirectory() as scratch:
         return upload({"py_modules": list(paths)}, include_gitignore=True, scratch_dir=scratch)["py_modules"]
+
+
+def uploaded_working_dir(path: str) -> str | None:
+    """Upload a local folder to the cluster as ``ray.init`` does for a job's ``working_dir``; its URI goes into
+    an actor's (a Serve replica's) ``runtime_env``, whose processes then start in a copy of it on any node.
+    None, with a warning, where this Ray moved the upload. Needs a running Ray:
+
+    >>> uploaded_working_dir('runs/mnist-quickstart/export')  # doctest: +SKIP
+    'gcs://_ray_pkg_….zip'
+    """
+    upload = lookup(UPLOAD_WORKING_DIR)
+    if upload is None:
+        _warn_once(f"this Ray has no {UPLOAD_WORKING_DIR}: {path} must be on every node's disk")
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return upload({"working_dir": path}, include_gitignore=False, scratch_dir=scratch)["working_dir"]

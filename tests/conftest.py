@@ -50,6 +50,10 @@ def cluster() -> Cluster:
     """
     import ray
 
+    from deepseek_ray.runtime import serve_settings
+
+    os.environ.update(serve_settings("haproxy"))  # Serve as a cluster runs it (cluster.yaml): its fast path
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"  # a deleted app's replicas go at once
     dashboard_port = free_port()
     ray.init(num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, namespace="tests",
              log_to_driver=False, logging_level="ERROR")

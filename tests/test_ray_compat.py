@@ -23,6 +23,7 @@ ALL_INTERNALS = (
     ray_compat.AUTOSCALING_COORDINATOR,
     ray_compat.RAYLET_CONFIG,
     ray_compat.UPLOAD_PY_MODULES,
+    ray_compat.UPLOAD_WORKING_DIR,
 )
 
 
@@ -187,6 +188,11 @@ def test_local_modules_are_uploaded_as_uris_any_node_can_fetch(cluster):
 
     [uri] = ray_compat.uploaded_py_modules([str(ROOT / "tests" / "toy_kind.py")])
     assert uri.startswith("gcs://_ray_pkg_")
+
+
+def test_a_local_folder_is_uploaded_as_a_working_dir_uri(cluster, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    assert ray_compat.uploaded_working_dir(str(tmp_path)).startswith("gcs://_ray_pkg_")
 
 
 def test_uploading_modules_where_it_moved_warns_and_leaves_them_to_the_nodes(monkeypatch, caplog):

@@ -878,6 +878,11 @@ class ServeConfig(Section):
         description="Requests Serve queues before a replica takes them (503 beyond; -1: none).",
     )
     access_log: bool = Field(False, description="Serve's per-request access log lines (off: they cost per request).")
+    ingress: Literal["proxy", "haproxy"] = Field(
+        "proxy",
+        description="Serve's HTTP ingress on the embedded Ray: its proxy, or the HAProxy ingress (3-4x faster "
+        "here; its replicas listen on every interface). A cluster sets it where Ray starts (cluster.yaml).",
+    )
     model: Annotated[str, OneOf(lambda: ("onnx", *QUANTIZE_METHODS))] = Field(
         "onnx", description="What the endpoint serves: the fp32 ONNX model, or one of export.quantize's variants."
     )

@@ -19,7 +19,8 @@ moves ``serve.batch``'s cap and wait to hold the latency threshold and refuses (
 cannot answer within it. A malformed request gets a 4xx with the reason; the replica carries on.
 
 For ``serve run`` / ``serve deploy``: ``deepseek_ray.deploy.app:build_app`` with
-``args: {model_path: runs/NAME/export/model.onnx}`` (see ``deployments/serve_mnist.yaml``).
+``args: {model_path: runs/NAME/export/model.onnx}`` (see ``deployments/serve_mnist.yaml``); a local model is
+shipped to the replicas through Ray, a URI (``s3://…``) is fetched by each (:mod:`~deepseek_ray.deploy.shipping`).
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ from ..data.kinds import BadRequest, RequestParser, kind_of
 from . import protocol
 from .batching import DynamicBatchScheduler
 from .metrics import ServingMetrics, since_ms
+from .shipping import kind_code, local_model, read_model_metadata, ship_model
 
 #: compute shorter than this runs on the event loop; longer goes to the compute thread, so that the loop
 #: keeps reading (and shedding) requests meanwhile
 INLINE_COMPUTE_MS = 1.0
+#: how often the next batch's wait is brought up to date while a batch computes in the compute thread
+GATHER_REFRESH_S = 0.003
 
 
 class HTTPError(Exception):
@@ -100,6 +104,7 @@ class ModelServer:
     ):
         from ..export import onnx_session, read_metadata
 
+        model_path = str(local_model(model_path))
         self.name = name
         self.meta = read_metadata(model_path)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None
@@ -122,11 +127,14 @@ class ModelServer:
         self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
         self._drill = (0.0, 0.0)  # extra ms per batch and per example (slow_down_for_drill)
         self.served = 0
+        self._sampler: asyncio.Task | None = None
         self._apply_controller()
 
     # ------------------------------------------------------------------------------------ dispatch
     async def __call__(self, request: Request) -> Response:
         received = time.perf_counter()
+        if self._sampler is None:
+            self._sampler = asyncio.create_task(self._sample_controller())
         scope = request.scope
         path = scope["path"][len(scope.get("root_path", "")) :].rstrip("/")
         face = "v2" if path.startswith("/v2") else "simple"
@@ -147,6 +155,7 @@ class ModelServer:
             return json_response(self.describe())
         if request.method != "POST":
             raise HTTPError(405, f"{request.method} is not served here: POST a JSON body, or GET the description")
+        self._refuse_if_full()
         body = await self._body(request, ("application/json",))
         try:
             payload = orjson.loads(body)
@@ -187,11 +196,7 @@ class ModelServer:
         if count > self.limits["max_examples"]:
             raise HTTPError(413, f"{count} examples in one request; at most {self.limits['max_examples']}")
         if not self.scheduler.admit(count):
-            raise HTTPError(
-                503,
-                f"over capacity: this request would not be answered within {self.scheduler.latency_threshold:g} ms",
-                {"Retry-After": str(self.scheduler.retry_after_s())},
-            )
+            self._refuse_if_full(count)
         try:
             async with asyncio.timeout(self.limits["timeout_s"]):
                 if self.scheduler.max_batch == 1:
@@ -204,6 +209,15 @@ class ModelServer:
             self.scheduler.answered(count)
         return [row for row, _ in answers], [size for _, size in answers]
 
+    def _refuse_if_full(self, size: int = 1) -> None:
+        """503 with ``Retry-After`` when ``size`` more examples would not be answered within the threshold."""
+        if self.scheduler.full(size):
+            raise HTTPError(
+                503,
+                f"over capacity: this request would not be answered within {self.scheduler.latency_threshold:g} ms",
+                {"Retry-After": str(self.scheduler.retry_after_s())},
+            )
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def predict(self, examples: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         outputs = await self._compute(np.stack(examples))
@@ -213,12 +227,16 @@ class ModelServer:
         size = len(batch)
         self.scheduler.started_batch(size)
         if self.scheduler.batch_ms(size) < INLINE_COMPUTE_MS and not any(self._drill):
-            outputs, compute_ms = self._run(batch)
+            outputs, compute_ms = self._run(batch)  # the loop is held: the next batch gathers what came meanwhile
         else:
-            loop = asyncio.get_running_loop()
-            outputs, compute_ms = await loop.run_in_executor(self._compute_thread, self._run, batch)
+            running = asyncio.get_running_loop().run_in_executor(self._compute_thread, self._run, batch)
+            while not running.done():  # the next batch gathers until this one ends
+                self._batcher.set_batch_wait_timeout_s(self.scheduler.gather_while_computing())
+                await asyncio.wait([running], timeout=GATHER_REFRESH_S)
+            outputs, compute_ms = running.result()
         if self.scheduler.observe_batch(size, compute_ms):
             self._apply_controller()
+        self._batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
         self.served += size
         return outputs
 
@@ -230,12 +248,24 @@ class ModelServer:
             time.sleep((per_batch + per_example * len(batch)) / 1000)
         return self.session.run(None, {self.input_name: batch})[0], since_ms(start)
 
+    @property
+    def _batcher(self) -> Any:
+        """``predict`` as ``serve.batch`` made it: its setters are added at run time, not in Ray's type hints."""
+        return self.predict
+
     def _apply_controller(self) -> None:
-        batcher: Any = self.predict  # serve.batch adds the setters at run time, not in Ray's type hints
-        batcher.set_max_batch_size(self.scheduler.batch_size)
-        batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
+        self._batcher.set_max_batch_size(self.scheduler.batch_size)
+        self._batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
+
+    async def _sample_controller(self) -> None:
+        """The controller's gauges, each second (Serve's replica context is set by then)."""
         scheduler = self.scheduler
-        self.metrics.controller(scheduler.batch_size, scheduler.wait_timeout_s, scheduler.budget_ms * scheduler.safety)
+        while True:
+            busy_wait_s = (
+                scheduler.batch_ms(scheduler.batch_size) / 1000 if scheduler.adaptive else scheduler.wait_timeout_s
+            )
+            self.metrics.controller(scheduler.batch_size, busy_wait_s, scheduler.budget_ms * scheduler.safety)
+            await asyncio.sleep(1.0)
 
     async def slow_down_for_drill(self, per_batch_ms: float = 0.0, per_example_ms: float = 0.0) -> dict[str, Any]:
         """A drill, reachable through a deployment handle only (never from HTTP or the experiment file): every
@@ -251,9 +281,9 @@ class ModelServer:
             "wait_ms": round(scheduler.wait_timeout_s * 1000, 3),
             "budget_ms": round(scheduler.budget_ms, 3),
             "full_batch_ms": round(scheduler.batch_ms(scheduler.batch_size), 3),
-            "utilisation": round(scheduler.utilisation(), 3),
             "pending": scheduler.pending,
             "safety": round(scheduler.safety, 3),
+            "window_p99_ms": None if scheduler.window_p99_ms is None else round(scheduler.window_p99_ms, 3),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -309,6 +339,7 @@ class ModelServer:
         raise HTTPError(405 if rest in ([], ["infer"]) else 404, f"{request.method} /v2{path} is not served here")
 
     async def _v2_infer(self, request: Request) -> Response:
+        self._refuse_if_full()
         body = await self._body(request, ("application/json", "application/octet-stream"))
         header = request.headers.get("inference-header-content-length")
         if header is not None and not header.isdigit():
@@ -376,7 +407,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """
     if "model_path" not in args:
         raise ValueError("build_app needs args.model_path (an exported .onnx file)")
-    model_path = str(Path(args["model_path"]).resolve())
+    replica_path, runtime_env = ship_model(args["model_path"])
+    runtime_env.update(kind_code(read_model_metadata(args["model_path"])))
     batching = dict(args.get("batching") or {})
     scaling = dict(args.get("autoscaling") or {})
     max_batch = int(batching.get("max_batch", 32))
@@ -399,11 +431,11 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         ray_actor_options={
             "num_cpus": float(args.get("num_cpus", 0.5)),
             "num_gpus": num_gpus,
-            **_kind_code(model_path),
+            **({"runtime_env": runtime_env} if runtime_env else {}),
         },
     )
     return deployment.bind(
-        model_path,
+        replica_path,
         str(args.get("name") or "model"),
         str(args.get("route") or "/"),
         batching,
@@ -411,29 +443,6 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         int(args.get("threads", 1)),
         num_gpus > 0,
     )
-
-
-def _kind_code(model_path: str) -> dict[str, Any]:
-    """For a model whose kind is defined outside this package and outside any installed package (a plugin
-    module in the user's project), the replicas' ``runtime_env`` ships that module's top-level package
-    (Ray's ``py_modules``), so that a replica on any node imports it; ``{}`` otherwise."""
-    import importlib
-    import sysconfig
-
-    from ..export import read_metadata
-    from ..ray_compat import uploaded_py_modules
-
-    module = str(read_metadata(model_path).get("kind_class") or "").partition(":")[0]
-    top = module.split(".")[0]
-    if not top or top == __name__.split(".")[0]:
-        return {}
-    package = importlib.import_module(top)
-    where = Path(getattr(package, "__file__", None) or next(iter(package.__path__)))
-    installed = Path(sysconfig.get_paths()["purelib"]), Path(sysconfig.get_paths()["platlib"])
-    if any(where.is_relative_to(site) for site in installed):
-        return {}  # an installed package: the nodes' environment has it
-    uris = uploaded_py_modules([str(where.parent if where.name == "__init__.py" else where)])
-    return {"runtime_env": {"py_modules": uris}} if uris else {}
 
 
 def deploy(
@@ -455,6 +464,7 @@ def deploy(
     from ..runtime import hush
 
     hush()
+    _warn_if_slow_path(str(settings.pop("ingress", "proxy")))
     timeout = float((settings.get("limits") or {}).get("timeout_s", 30.0))
     # Serve's own timeout is a backstop behind the replica's, which answers 504 with the reason first.
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": timeout + 5})
@@ -462,3 +472,39 @@ def deploy(
     app = build_app({"model_path": model_path, "name": name, "route": route, **settings})
     serve.run(app, name=name, route_prefix=route, blocking=False)
     return f"http://{host}:{port}{route}"
+
+
+def missing_serve_settings(ingress: str = "proxy") -> dict[str, str]:
+    """Of :func:`~deepseek_ray.runtime.serve_settings`, those the cluster's processes lack (as a Ray task sees
+    its node's environment), by name with the value wanted.
+
+    >>> missing_serve_settings('haproxy')  # doctest: +SKIP
+    {'RAY_SERVE_ENABLE_HA_PROXY': '1'}
+    """
+    import os
+
+    import ray
+
+    from ..runtime import serve_settings
+
+    wanted = serve_settings(ingress)
+
+    @ray.remote(num_cpus=0)
+    def environment(names: list[str]) -> dict[str, str | None]:
+        return {name: os.environ.get(name) for name in names}
+
+    seen = ray.get(environment.remote(list(wanted)))
+    return {name: value for name, value in wanted.items() if seen.get(name) != value}
+
+
+def _warn_if_slow_path(ingress: str) -> None:
+    import logging
+
+    missing = missing_serve_settings(ingress)
+    if missing:
+        settings = " ".join(f"{name}={value}" for name, value in missing.items())
+        logging.getLogger(__name__).warning(
+            "this cluster's Serve runs without %s: requests take the slower path (set them where Ray starts: "
+            "cluster.yaml's ray start commands, the KubeRay manifest's env)",
+            settings,
+        )

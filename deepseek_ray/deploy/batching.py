@@ -6,19 +6,23 @@
 How it decides (a cost model for the batch, queueing for admission, AIMD for what neither sees):
 
 - **Cost model.** Batch compute time (timed in the compute thread, so the event loop's delays stay out of
-  it) is fitted as ``a·n + b`` over the recent batches (BentoML's model), by least squares, falling back to
-  ``c·n/n̄`` while all recent batches had one size. A model moves the cap in one step after a change in
-  speed, where AIMD on the cap alone (Clipper) needs many halvings and probes.
+  it) is fitted as ``a·n + b`` over the recent batches (BentoML's model) by least squares weighted to the
+  latest, falling back to ``c·n/n̄`` while they had one size (or the fit is noise); two batches in a row far
+  off the model restart the fit from them. A model moves the cap in a step or two after a change in speed,
+  where AIMD on the cap alone (Clipper) needs many halvings and probes.
 - **Cap.** A request may wait for the batch in flight and then for its own, so the cap is the largest batch
-  whose predicted compute fits in half the in-replica budget; ``min_batch``/``max_batch`` bound it.
-- **Wait.** The next batch forms while one computes; its wait is the full batch's compute scaled by the
-  model's utilisation: long waits only under load, where they fill batches for free, and none when idle.
+  whose predicted compute fits in half the budget; ``min_batch``/``max_batch`` bound it.
+- **Wait.** The next batch forms for as long as the one in flight has left to compute (Serve reads the wait
+  when a batch's first request arrives, so it is kept current while a batch computes and cleared after):
+  under load batches fill for free, pipelined with compute, and a request that finds the model idle goes
+  at once.
 - **Admission.** A request is refused at once (to be answered 503 with ``Retry-After``) when its predicted
   latency exceeds the budget: the larger of the model's view (full batches queued ahead of it, plus the one
   in flight) and the replica's as a queue (Little's law: pending requests over the rate answered while
   busy), which also counts the request path's own work when that, not the model, is the bottleneck.
 - **Safety (AIMD).** Each window's in-replica p99 is compared with the budget: above it, the share of the
-  budget admission may fill shrinks multiplicatively; well below, it grows back additively.
+  budget that admission may fill shrinks multiplicatively; well below, it grows back additively. The cap
+  is left alone: a smaller batch would only lower throughput where the time goes to queueing.
 
 The in-replica budget is the threshold less a ``headroom`` share left to the hops before the replica.
 
@@ -64,16 +68,17 @@ class DynamicBatchScheduler:
     fixed_wait_ms: float = 10.0
     headroom: float = 0.2  # share of the threshold left to the proxy and the network
     history: int = 32  # batches in the cost model
-    window: int = 200  # requests per safety decision
+    window: int = 100  # requests per safety decision
     batch_size: int = field(init=False)
     wait_timeout_s: float = field(init=False)
     safety: float = field(init=False, default=1.0)
     pending: int = field(init=False, default=0)  # examples admitted and not yet answered
+    window_p99_ms: float | None = field(init=False, default=None)  # the last window's in-replica p99
     _batches: deque = field(init=False, repr=False)
     _latencies: list = field(init=False, repr=False)
-    _busy: deque = field(init=False, repr=False)  # (end, compute ms) of the last second's batches
     _answers: deque = field(init=False, repr=False)  # (time, examples) answered in the last second
     _busy_since: float = field(init=False, repr=False, default=0.0)
+    _surprises: int = field(init=False, repr=False, default=0)  # batches in a row far off the cost model
     _running: tuple = field(init=False, repr=False, default=(0.0, 0))
 
     def __post_init__(self) -> None:
@@ -87,7 +92,6 @@ class DynamicBatchScheduler:
         self.wait_timeout_s = 0.0 if self.adaptive else self.fixed_wait_ms / 1000
         self._batches = deque(maxlen=self.history)
         self._latencies = []
-        self._busy = deque()
         self._answers = deque()
 
     @property
@@ -101,10 +105,15 @@ class DynamicBatchScheduler:
         return a * size + b
 
     # --------------------------------------------------------------------------------- admission
+    def full(self, size: int = 1) -> bool:
+        """Whether ``size`` more examples would miss the budget (asked before a request's body is even read, so
+        that refusing costs little). An idle replica is never full: the estimate has nothing to stand on."""
+        return bool(self.pending) and self.estimate_ms(size) > self.budget_ms * self.safety
+
     def admit(self, size: int = 1) -> bool:
         """Whether ``size`` more examples are answered within the budget; if so they count as pending."""
-        if self.estimate_ms(size) > self.budget_ms * self.safety and self.pending:
-            return False  # an idle replica takes anything: the estimate has nothing to stand on
+        if self.full(size):
+            return False
         if not self.pending:
             self._busy_since = time.perf_counter()
         self.pending += size
@@ -113,10 +122,9 @@ class DynamicBatchScheduler:
     def estimate_ms(self, size: int = 1) -> float:
         """Predicted in-replica latency of ``size`` more examples, behind what is pending."""
         now = time.perf_counter()
-        started, running = self._running
-        remaining = max(0.0, self.batch_ms(running) - (now - started) * 1000) if running else 0.0
+        running = self._running[1]
         batches = math.ceil((max(0, self.pending - running) + size) / self.batch_size)
-        model = remaining + batches * self.batch_ms(self.batch_size) + self.wait_timeout_s * 1000
+        model = self.remaining_ms() + batches * self.batch_ms(self.batch_size)
         busy_s = min(1.0, now - self._busy_since) if self.pending else 0.0
         if busy_s < 0.25:  # too short a busy spell to measure the rate it is answered at
             return model
@@ -137,7 +145,7 @@ class DynamicBatchScheduler:
         self._latencies.append(latency_ms)
         if len(self._latencies) < self.window:
             return
-        p99 = float(np.percentile(self._latencies, 99))
+        self.window_p99_ms = p99 = float(np.percentile(self._latencies, 99))
         self._latencies.clear()
         if p99 > self.budget_ms:
             self.safety = max(0.2, self.safety * 0.7)
@@ -150,43 +158,59 @@ class DynamicBatchScheduler:
 
     # ------------------------------------------------------------------------------------ batches
     def started_batch(self, size: int) -> None:
-        """A batch of ``size`` began computing (admission counts its remaining time)."""
+        """A batch of ``size`` began computing: admission counts its remaining time, and the next batch may
+        gather requests until it ends (:meth:`gather_while_computing`)."""
         self._running = (time.perf_counter(), size)
+        self.gather_while_computing()
+
+    def remaining_ms(self) -> float:
+        """Predicted time left to the batch in flight (0 when none is)."""
+        started, running = self._running
+        return max(0.0, self.batch_ms(running) - (time.perf_counter() - started) * 1000) if running else 0.0
+
+    def gather_while_computing(self) -> float:
+        """Set (and return) the wait for the next batch to what is left of the one in flight: Serve reads it
+        when that batch's first request arrives, so the app refreshes it every few milliseconds meanwhile."""
+        if self.adaptive:
+            self.wait_timeout_s = round(self.remaining_ms() / 1000, 4)
+        return self.wait_timeout_s
 
     def observe_batch(self, size: int, compute_ms: float) -> bool:
-        """Record one computed batch; return True when the cap or the wait changed."""
-        now = time.perf_counter()
+        """Record one computed batch; return True when the cap changed."""
         self._running = (0.0, 0)
+        predicted = self.batch_ms(size)
+        self._surprises = self._surprises + 1 if abs(compute_ms - predicted) > max(0.5 * predicted, 2.0) else 0
+        if self._surprises >= 2:  # the model's speed changed (another load on the cores, a slower input):
+            recent = list(self._batches)[-1:]  # start the fit again from the batches that showed it
+            self._batches.clear()
+            self._batches.extend(recent)
+            self._surprises = 0
         self._batches.append((size, compute_ms))
-        self._busy.append((now, compute_ms))
-        while now - self._busy[0][0] > 1.0:
-            self._busy.popleft()
         return self._retune()
 
-    def utilisation(self) -> float:
-        """Share of the last second the model spent computing."""
-        return min(1.0, sum(ms for _, ms in self._busy) / 1000.0)
-
     def _cost(self) -> tuple[float, float]:
-        """``(a, b)`` of batch time ``a·n + b``; both ≥ 0."""
+        """``(a, b)`` of batch time ``a·n + b``, both ≥ 0, by least squares weighted to the recent batches (a
+        half-life of 8), so that a change of speed takes over within a few batches."""
         if not self._batches:
             return 0.0, 0.0
         sizes = np.array([s for s, _ in self._batches], dtype=float)
         times = np.array([t for _, t in self._batches], dtype=float)
-        if np.ptp(sizes) == 0:  # one size seen: assume time grows in proportion (cautious when growing)
-            return float(times.mean() / sizes.mean()), 0.0
-        a, b = np.polyfit(sizes, times, 1)
-        if b < 0:  # a negative fixed cost is noise: fit through the origin instead
-            return float((sizes @ times) / (sizes @ sizes)), 0.0
-        return max(float(a), 0.0), float(b)
+        weights = 0.5 ** (np.arange(len(sizes))[::-1] / 8)
+        if np.ptp(sizes) > 0:
+            a, b = np.polyfit(sizes, times, 1, w=np.sqrt(weights))
+            if a >= 0 and b >= 0:
+                return float(a), float(b)
+        # One size seen, or a fit of noise (a negative slope or fixed cost): time in proportion to size,
+        # which is cautious when the cap grows.
+        return float((weights * sizes) @ times / ((weights * sizes) @ sizes)), 0.0
 
     def _retune(self) -> bool:
         if not self.adaptive:
             return False
-        previous = (self.batch_size, self.wait_timeout_s)
+        previous = self.batch_size
         a, b = self._cost()
         half = self.budget_ms / 2
-        fits = self.max_batch if a == 0 else int((half - b) // a)
+        fits = self.max_batch if a == 0 else math.floor((half - b) / a + 1e-6)
         self.batch_size = max(self.min_batch, min(self.max_batch, fits))
-        self.wait_timeout_s = round(self.batch_ms(self.batch_size) * self.utilisation() / 1000, 4)
-        return (self.batch_size, self.wait_timeout_s) != previous
+        self.wait_timeout_s = 0.0  # idle until the next batch starts
+        return self.batch_size != previous

@@ -59,7 +59,6 @@ class ServingMetrics:
         self._wait = metrics.Gauge("deepseek_ray_batch_wait_ms", METRIC_NAMES["deepseek_ray_batch_wait_ms"])
         self._budget = metrics.Gauge("deepseek_ray_latency_budget_ms", METRIC_NAMES["deepseek_ray_latency_budget_ms"])
         self._tags = {"route": route}
-        self._attainment.set(1.0)
 
     def record(self, protocol: str, status: int, latency_ms: float) -> None:
         """One answered request."""
@@ -79,7 +78,9 @@ class ServingMetrics:
                 self._answered = self._within = 0
 
     def controller(self, batch_cap: int, wait_s: float, budget_ms: float) -> None:
-        """The controller's state, after it changed."""
+        """The controller's state now (sampled each second), and the SLO attainment of the window so far."""
+        if self._answered:
+            self._attainment.set(self._within / self._answered)
         self._cap.set(batch_cap)
         self._wait.set(wait_s * 1000)
         self._budget.set(budget_ms)
