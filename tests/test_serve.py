@@ -275,3 +275,66 @@ def test_the_replicas_metrics_are_on_rays_metrics_endpoint(apps):
         pytest.fail(f"not on the metrics endpoint after 90 s: {missing or 'the 400'}")
     served = [line for line in lines if line.startswith("ray_deepseek_ray_requests_total") and 'status="200"' in line]
     assert float(served[0].rsplit(" ", 1)[1]) >= 20
+
+
+def _running_replicas(app: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments["ModelServer"]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def test_autoscaling_scales_out_under_load_and_back_in_when_idle(cluster, apps, image_bundle, tmp_path):
+    from ray import serve
+
+    url = _deploy(cluster, _image_model(image_bundle, tmp_path), "scale", batching=LENIENT,
+                  autoscaling={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                               "upscale_delay_s": 0.5, "downscale_delay_s": 2.0, "metrics_interval_s": 0.5,
+                               "look_back_period_s": 1.0})
+    try:
+        assert _running_replicas("scale") == 1
+        deadline, peak = time.time() + 60, 1
+        while peak < 2 and time.time() < deadline:
+            blast(url, {"inputs": _image()}, count=300, concurrency=16)
+            peak = max(peak, _running_replicas("scale"))
+        assert peak == 2, "no second replica under 60 s of load"
+        deadline = time.time() + 60
+        while _running_replicas("scale") > 1 and time.time() < deadline:
+            time.sleep(1)
+        assert _running_replicas("scale") == 1, "still two replicas 60 s after the load ended"
+    finally:
+        serve.delete("scale")
+
+
+def test_the_serve_config_in_deployments_deploys_with_serve_deploy(cluster, apps, image_bundle, tmp_path):
+    """`serve deploy deployments/serve_mnist.yaml` as a user runs it (its model path and port pointed here)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    config = yaml.safe_load((ROOT / "deployments" / "serve_mnist.yaml").read_text())
+    config["http_options"] = {"host": "127.0.0.1", "port": cluster.serve_port}
+    [app] = config["applications"]
+    app["args"]["model_path"] = str(_image_model(image_bundle, tmp_path))
+    app["args"]["autoscaling"] = {"min_replicas": 1, "max_replicas": 1}
+    app["args"]["num_cpus"] = 0.25
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve_cli = str(Path(sys.executable).parent / "serve")
+    done = subprocess.run([serve_cli, "deploy", str(path), "--address", cluster.dashboard], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    url = f"http://127.0.0.1:{cluster.serve_port}{app['route_prefix']}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            reply = requests.post(url, json={"inputs": _image()}, timeout=30)
+            if reply.status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    assert reply.status_code == 200 and reply.json()["batch_size"] >= 1, reply.text

@@ -394,6 +394,9 @@ def _version() -> str:
         return "0"
 
 
+_AUTOSCALING_OURS = ("min_replicas", "max_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s")
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve's application builder (``serve run deepseek_ray.deploy.app:build_app model_path=...``).
 
@@ -426,6 +429,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             "target_ongoing_requests": float(scaling.get("target_ongoing_requests", 16)),
             "upscale_delay_s": float(scaling.get("upscale_delay_s", 10.0)),
             "downscale_delay_s": float(scaling.get("downscale_delay_s", 60.0)),
+            # the rest of Serve's autoscaling_config as given (metrics_interval_s, look_back_period_s, ...)
+            **{key: value for key, value in scaling.items() if key not in _AUTOSCALING_OURS},
         },
         logging_config={"enable_access_log": bool(args.get("access_log", False))},
         ray_actor_options={

@@ -14,8 +14,8 @@ import time
 
 #: what each metric is, by the name it is registered under (Ray's endpoint shows it with a ``ray_`` prefix)
 METRIC_NAMES = {
-    "deepseek_ray_requests_total": "requests answered, by route, protocol face (simple|v2) and HTTP status",
-    "deepseek_ray_request_latency_ms": "latency from the replica's receipt to the reply, by route (histogram)",
+    "deepseek_ray_requests_total": "requests answered, by route, face (simple or v2) and HTTP status",
+    "deepseek_ray_request_latency_ms": "latency from the replica's receipt to the reply, by route",
     "deepseek_ray_within_slo_total": "requests answered 2xx within the latency threshold (its rate is goodput)",
     "deepseek_ray_shed_total": "requests refused with 503 because they could not be answered within the threshold",
     "deepseek_ray_slo_attainment": "share of the last window's 2xx answers within the threshold",
