@@ -4,8 +4,7 @@ A local model path is shipped through Ray (the files the model needs, uploaded o
 replicas' ``working_dir``); a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://`` on a shared disk: anything
 ``pyarrow.fs`` opens) is fetched by each replica. Nothing is left that exists only on the driver's disk.
 
->>> replica_path, env = ship_model('runs/mnist-quickstart/export/model.onnx')  # doctest: +SKIP
->>> replica_path, env
+>>> ship_model('runs/mnist-quickstart/export/model.onnx')  # doctest: +SKIP
 ('model.onnx', {'working_dir': 'gcs://_ray_pkg_….zip'})
 """
 
