@@ -93,15 +93,7 @@ def test_concurrent_requests_are_batched(e2e_run):
 
             return await asyncio.gather(*(one() for _ in range(32)))
 
-    from ray import serve
-
-    # The tiny model alone is answered as fast as requests arrive; one of a few ms a batch gathers companions.
-    replica = serve.get_deployment_handle("ModelServer", app_name="tiny")
-    replica.slow_down_for_drill.remote(5.0).result()
-    try:
-        sizes = asyncio.run(burst())
-    finally:
-        replica.slow_down_for_drill.remote(0.0).result()
+    sizes = asyncio.run(burst())
     assert max(sizes) > 1, sizes
 
 

@@ -159,12 +159,7 @@ def test_bad_requests_get_a_4xx_with_the_reason_and_the_replica_carries_on(apps)
 
 
 def test_concurrent_requests_are_served_in_batches(apps):
-    # A model that takes a few milliseconds a batch: this tiny one alone is answered as fast as requests come.
-    try:
-        _drill("drill", per_batch_ms=5)
-        answers = blast(apps["drill"], {"inputs": _image()}, count=256, concurrency=32)
-    finally:
-        _drill("drill")
+    answers = blast(apps["image"], {"inputs": _image()}, count=256, concurrency=64)
     assert all(status == 200 for status, *_ in answers)
     assert max(payload["batch_size"] for _, _, payload, _ in answers) > 1
 
@@ -202,10 +197,8 @@ def test_overload_is_shed_with_503_and_retry_after_while_the_accepted_stay_withi
     assert np.median([seconds for _, seconds, *_ in shed]) < threshold_s / 2  # refused at once, not timed out
     state = _state(url)
     assert state["window_p99_ms"] <= threshold_s * 1000, state  # from the replica's receipt
-    # End to end on these 2 cores, which the load generator and the ingress share with the replica (the
-    # benchmark measures this on a quiet machine; here the suite's own load adds to it):
-    seconds = [seconds for _, seconds, *_ in accepted]
-    assert np.median(seconds) <= threshold_s and np.percentile(seconds, 95) <= 1.5 * threshold_s
+    # End to end on these 2 cores, which the load generator and the ingress share with the replica:
+    assert np.percentile([seconds for _, seconds, *_ in accepted], 95) <= threshold_s
 
 
 def test_open_inference_protocol_with_tritons_client_for_image_tabular_and_text(apps):

@@ -202,8 +202,7 @@ class ModelServer:
             self._refuse_if_full(count)
         try:
             async with asyncio.timeout(self.limits["timeout_s"]):
-                # Unbatched, or the only request in the replica: no companions to wait for, so skip serve.batch.
-                if self.scheduler.max_batch == 1 or self.scheduler.alone(count):
+                if self.scheduler.max_batch == 1:
                     outputs = await self._compute(examples)
                     return list(outputs), [count] * count
                 if count == 1:  # most requests: no gather task around the one call

@@ -110,10 +110,6 @@ class DynamicBatchScheduler:
         that refusing costs little). An idle replica is never full: the estimate has nothing to stand on."""
         return bool(self.pending) and self.estimate_ms(size) > self.budget_ms * self.safety
 
-    def alone(self, size: int) -> bool:
-        """Whether the ``size`` examples just admitted are all the replica has: no batch in flight, none pending."""
-        return self.pending == size and not self._running[1]
-
     def admit(self, size: int = 1) -> bool:
         """Whether ``size`` more examples are answered within the budget; if so they count as pending."""
         if self.full(size):
