@@ -80,6 +80,7 @@ class DynamicBatchScheduler:
     _busy_since: float = field(init=False, repr=False, default=0.0)
     _surprises: int = field(init=False, repr=False, default=0)  # batches in a row far off the cost model
     _running: tuple = field(init=False, repr=False, default=(0.0, 0))
+    _cost: tuple = field(init=False, repr=False, default=(0.0, 0.0))  # (a, b) of batch time a·n + b
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.max_batch:
@@ -101,7 +102,7 @@ class DynamicBatchScheduler:
 
     def batch_ms(self, size: int) -> float:
         """Predicted compute time of a batch of ``size`` (0 before any batch was seen)."""
-        a, b = self._cost()
+        a, b = self._cost
         return a * size + b
 
     # --------------------------------------------------------------------------------- admission
@@ -186,9 +187,10 @@ class DynamicBatchScheduler:
             self._batches.extend(recent)
             self._surprises = 0
         self._batches.append((size, compute_ms))
+        self._cost = self._fit()  # once per batch: every request's estimate reads it
         return self._retune()
 
-    def _cost(self) -> tuple[float, float]:
+    def _fit(self) -> tuple[float, float]:
         """``(a, b)`` of batch time ``a·n + b``, both ≥ 0, by least squares weighted to the recent batches (a
         half-life of 8), so that a change of speed takes over within a few batches."""
         if not self._batches:
@@ -208,7 +210,7 @@ class DynamicBatchScheduler:
         if not self.adaptive:
             return False
         previous = self.batch_size
-        a, b = self._cost()
+        a, b = self._cost
         half = self.budget_ms / 2
         fits = self.max_batch if a == 0 else math.floor((half - b) / a + 1e-6)
         self.batch_size = max(self.min_batch, min(self.max_batch, fits))
