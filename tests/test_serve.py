@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -87,7 +88,8 @@ def apps(cluster, image_bundle, tmp_path_factory) -> dict[str, str]:
                          batching=LENIENT),
         "tabular": _deploy(cluster, paths["tabular"], "penguins", batching=LENIENT),
         "text": _deploy(cluster, paths["text"], "reviews", batching=LENIENT),
-        "drill": _deploy(cluster, paths["image"], "drill", batching={"max_batch": 32, "latency_threshold_ms": 250}),
+        # A threshold of 500 ms, so that these 2 cores' scheduling noise (tens of ms) is small beside it:
+        "drill": _deploy(cluster, paths["image"], "drill", batching={"max_batch": 32, "latency_threshold_ms": 500}),
     }
     yield urls
     from ray import serve
@@ -105,14 +107,14 @@ async def _blast(url: str, body: dict, count: int, concurrency: int, rate: float
     (status, seconds, JSON, headers) each."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(session: aiohttp.ClientSession, delay: float) -> tuple[int, float, dict, dict]:
+    async def one(session: aiohttp.ClientSession, delay: float) -> tuple[int, float, dict, Any]:
         await asyncio.sleep(delay)
         async with gate:
             start = time.perf_counter()
             async with session.post(url, json=body) as reply:
                 text = await reply.text()
                 payload = json.loads(text) if text.startswith("{") else {"text": text}
-                return reply.status, time.perf_counter() - start, payload, dict(reply.headers)
+                return reply.status, time.perf_counter() - start, payload, reply.headers.copy()  # case-insensitive
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -170,7 +172,7 @@ def test_the_controller_lowers_its_cap_when_the_model_slows_and_raises_it_after(
     fast = _state(url)
     assert fast["batch_cap"] == 32, fast
     try:
-        _drill("drill", per_batch_ms=40, per_example_ms=8)  # 40 + 8n ms ≤ half of the 200 ms budget: n ≤ 7
+        _drill("drill", per_batch_ms=80, per_example_ms=16)  # 80 + 16n ms ≤ half of the 400 ms budget: n ≤ 7
         blast(url, body, count=300, concurrency=48)
         slow = _state(url)
         assert slow["batch_cap"] <= 8 and slow["full_batch_ms"] <= slow["budget_ms"] / 2 + 1, slow
@@ -182,11 +184,11 @@ def test_the_controller_lowers_its_cap_when_the_model_slows_and_raises_it_after(
 
 
 def test_overload_is_shed_with_503_and_retry_after_while_the_accepted_stay_within_the_threshold(apps):
-    url, threshold_s = apps["drill"], 0.250
+    url, threshold_s = apps["drill"], 0.5
     try:
-        _drill("drill", per_batch_ms=60, per_example_ms=4)  # batches of ≤ 10 in 100 ms: ≈ 100 answers a second
+        _drill("drill", per_batch_ms=100, per_example_ms=8)  # batches of ≤ 12 in 196 ms: ≈ 60 answers a second
         blast(url, {"inputs": _image(2)}, count=64, concurrency=16)  # the cost model learns the new speed
-        answers = blast(url, {"inputs": _image(2)}, count=600, concurrency=600, rate=300)  # 3× what it can do
+        answers = blast(url, {"inputs": _image(2)}, count=540, concurrency=540, rate=180)  # 3× what it can do
     finally:
         _drill("drill")
     shed = [a for a in answers if a[0] == 503]
@@ -195,8 +197,8 @@ def test_overload_is_shed_with_503_and_retry_after_while_the_accepted_stay_withi
     assert shed and accepted, (len(shed), len(accepted))
     assert all(int(headers["Retry-After"]) >= 1 and "capacity" in payload["error"] for _, _, payload, headers in shed)
     assert np.median([seconds for _, seconds, *_ in shed]) < threshold_s / 2  # refused at once, not timed out
-    state = _state(url)
-    assert state["window_p99_ms"] <= threshold_s * 1000, state  # from the replica's receipt
+    inside_ms = [float(headers["server-timing"].removeprefix("replica;dur=")) for *_, headers in accepted]
+    assert np.percentile(inside_ms, 99) <= threshold_s * 1000  # from the replica's receipt: what it controls
     # End to end on these 2 cores, which the load generator and the ingress share with the replica:
     assert np.percentile([seconds for _, seconds, *_ in accepted], 95) <= threshold_s
 

@@ -148,6 +148,7 @@ class ModelServer:
         except (BadRequest, protocol.ProtocolError) as err:
             response = json_response({"error": str(err)}, getattr(err, "status", 400))
         latency_ms = since_ms(received)
+        response.headers["server-timing"] = f"replica;dur={latency_ms:.2f}"  # W3C Server-Timing: the time inside
         self.metrics.record(face, response.status_code, latency_ms)
         if response.status_code < 300:
             self.scheduler.observe_latency(latency_ms)
