@@ -243,7 +243,7 @@ class ModelServer:
             outputs, compute_ms = running.result()
         if self.scheduler.observe_batch(size, compute_ms):
             self._apply_controller()
-        self._batcher.set_batch_wait_timeout_s(self.scheduler.wait_timeout_s)
+        self._batcher.set_batch_wait_timeout_s(self.scheduler.gather_while_computing(computed=size))
         self.served += size
         return outputs
 

@@ -12,10 +12,11 @@ How it decides (a cost model for the batch, queueing for admission, AIMD for wha
   where AIMD on the cap alone (Clipper) needs many halvings and probes.
 - **Cap.** A request may wait for the batch in flight and then for its own, so the cap is the largest batch
   whose predicted compute fits in half the budget; ``min_batch``/``max_batch`` bound it.
-- **Wait.** The next batch forms for as long as the one in flight has left to compute (Serve reads the wait
-  when a batch's first request arrives, so it is kept current while a batch computes and cleared after):
-  under load batches fill for free, pipelined with compute, and a request that finds the model idle goes
-  at once.
+- **Wait.** A batch forms for as long as it would wait for the model anyway: the rest of the batch in flight
+  and the batches already formed behind it (Serve forms the next batch while one computes and reads the
+  wait when a batch's first request arrives, so it is kept current). Under load batches fill for free,
+  pipelined with compute, and never close half empty to queue behind a full one; a request that finds the
+  model idle goes at once.
 - **Admission.** A request is refused at once (to be answered 503 with ``Retry-After``) when its predicted
   latency exceeds the budget: the larger of the model's view (full batches queued ahead of it, plus the one
   in flight) and the replica's as a queue (Little's law: pending requests over the rate answered while
@@ -162,18 +163,34 @@ class DynamicBatchScheduler:
         """A batch of ``size`` began computing: admission counts its remaining time, and the next batch may
         gather requests until it ends (:meth:`gather_while_computing`)."""
         self._running = (time.perf_counter(), size)
-        self.gather_while_computing()
+        self.gather_while_computing(computed=0)
 
     def remaining_ms(self) -> float:
         """Predicted time left to the batch in flight (0 when none is)."""
         started, running = self._running
         return max(0.0, self.batch_ms(running) - (time.perf_counter() - started) * 1000) if running else 0.0
 
-    def gather_while_computing(self) -> float:
-        """Set (and return) the wait for the next batch to what is left of the one in flight: Serve reads it
-        when that batch's first request arrives, so the app refreshes it every few milliseconds meanwhile."""
+    def gather_while_computing(self, computed: int = 0) -> float:
+        """Set (and return) the wait for a batch that starts forming now: until the model is free for it, that
+        is the rest of the batch in flight and the predicted compute of the pending examples already formed
+        into batches behind it (less ``computed``, those computed and not yet answered). Serve reads it when
+        a batch's first request arrives, so the app refreshes it every few milliseconds while one computes.
+
+        >>> scheduler = DynamicBatchScheduler(max_batch=8, latency_threshold=100)
+        >>> for size in [4, 8] * 8:
+        ...     _ = scheduler.observe_batch(size=size, compute_ms=2.0 * size)
+        >>> scheduler.admit(8) and scheduler.admit(3)  # a full batch and a part one, formed
+        True
+        >>> scheduler.gather_while_computing()  # 16 + 6 ms until the model is free for the next
+        0.022
+        >>> scheduler.gather_while_computing(computed=11)  # all computed: nothing to wait for
+        0.0
+        """
         if self.adaptive:
-            self.wait_timeout_s = round(self.remaining_ms() / 1000, 4)
+            formed = max(0, self.pending - self._running[1] - computed)
+            full, rest = divmod(formed, self.batch_size)
+            ahead = full * self.batch_ms(self.batch_size) + (self.batch_ms(rest) if rest else 0.0)
+            self.wait_timeout_s = round((self.remaining_ms() + ahead) / 1000, 4)
         return self.wait_timeout_s
 
     def observe_batch(self, size: int, compute_ms: float) -> bool:
@@ -214,5 +231,4 @@ class DynamicBatchScheduler:
         half = self.budget_ms / 2
         fits = self.max_batch if a == 0 else math.floor((half - b) / a + 1e-6)
         self.batch_size = max(self.min_batch, min(self.max_batch, fits))
-        self.wait_timeout_s = 0.0  # idle until the next batch starts
         return self.batch_size != previous
