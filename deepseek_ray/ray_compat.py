@@ -272,14 +272,8 @@ def uploaded_py_modules(paths: list[str]) -> list[str] | None:
     >>> uploaded_py_modules(['tests/toy_kind.py'])  # doctest: +SKIP
     ['gcs://_ray_pkg_….zip']
     """
-    upload = lookup(UPLOAD_PY_MODULES)
-    if upload is None:
-        _warn_once(f"this Ray has no {UPLOAD_PY_MODULES}: {', '.join(paths)} must be installed on every node")
-        return None
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as scratch:
-        return upload({"py_modules": list(paths)}, include_gitignore=True, scratch_dir=scratch)["py_modules"]
+    otherwise = f"{', '.join(paths)} must be installed on every node"
+    return _uploaded(UPLOAD_PY_MODULES, "py_modules", list(paths), include_gitignore=True, otherwise=otherwise)
 
 
 def uploaded_working_dir(path: str) -> str | None:
@@ -290,11 +284,17 @@ def uploaded_working_dir(path: str) -> str | None:
     >>> uploaded_working_dir('runs/mnist-quickstart/export')  # doctest: +SKIP
     'gcs://_ray_pkg_….zip'
     """
-    upload = lookup(UPLOAD_WORKING_DIR)
+    otherwise = f"{path} must be on every node's disk"
+    return _uploaded(UPLOAD_WORKING_DIR, "working_dir", path, include_gitignore=False, otherwise=otherwise)
+
+
+def _uploaded(internal: str, key: str, value: Any, *, include_gitignore: bool, otherwise: str) -> Any:
+    """The ``runtime_env[key]`` URI(s) of Ray's upload at ``internal``; None, warning ``otherwise``, where it moved."""
+    upload = lookup(internal)
     if upload is None:
-        _warn_once(f"this Ray has no {UPLOAD_WORKING_DIR}: {path} must be on every node's disk")
+        _warn_once(f"this Ray has no {internal}: {otherwise}")
         return None
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        return upload({"working_dir": path}, include_gitignore=False, scratch_dir=scratch)["working_dir"]
+        return upload({key: value}, include_gitignore=include_gitignore, scratch_dir=scratch)[key]

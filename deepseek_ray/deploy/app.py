@@ -200,7 +200,7 @@ class ModelServer:
         if count > self.limits["max_examples"]:
             raise HTTPError(413, f"{count} examples in one request; at most {self.limits['max_examples']}")
         if not self.scheduler.admit(count):
-            self._refuse_if_full(count)
+            raise self._over_capacity()
         try:
             async with asyncio.timeout(self.limits["timeout_s"]):
                 if self.scheduler.max_batch == 1:
@@ -219,11 +219,14 @@ class ModelServer:
     def _refuse_if_full(self, size: int = 1) -> None:
         """503 with ``Retry-After`` when ``size`` more examples would not be answered within the threshold."""
         if self.scheduler.full(size):
-            raise HTTPError(
-                503,
-                f"over capacity: this request would not be answered within {self.scheduler.latency_threshold:g} ms",
-                {"Retry-After": str(self.scheduler.retry_after_s())},
-            )
+            raise self._over_capacity()
+
+    def _over_capacity(self) -> HTTPError:
+        return HTTPError(
+            503,
+            f"over capacity: this request would not be answered within {self.scheduler.latency_threshold:g} ms",
+            {"Retry-After": str(self.scheduler.retry_after_s())},
+        )
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def predict(self, examples: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
@@ -417,8 +420,9 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     """
     if "model_path" not in args:
         raise ValueError("build_app needs args.model_path (an exported .onnx file)")
-    replica_path, runtime_env = ship_model(args["model_path"])
-    runtime_env.update(kind_code(read_model_metadata(args["model_path"])))
+    meta = read_model_metadata(args["model_path"])
+    replica_path, runtime_env = ship_model(args["model_path"], meta)
+    runtime_env.update(kind_code(meta))
     runtime_env["env_vars"] = dict(REPLICA_ENV)
     batching = dict(args.get("batching") or {})
     scaling = dict(args.get("autoscaling") or {})

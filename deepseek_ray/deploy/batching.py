@@ -160,10 +160,9 @@ class DynamicBatchScheduler:
 
     # ------------------------------------------------------------------------------------ batches
     def started_batch(self, size: int) -> None:
-        """A batch of ``size`` began computing: admission counts its remaining time, and the next batch may
-        gather requests until it ends (:meth:`gather_while_computing`)."""
+        """A batch of ``size`` began computing: admission and :meth:`gather_while_computing` count its remaining
+        time."""
         self._running = (time.perf_counter(), size)
-        self.gather_while_computing(computed=0)
 
     def remaining_ms(self) -> float:
         """Predicted time left to the batch in flight (0 when none is)."""

@@ -4,7 +4,8 @@ A local model path is shipped through Ray (the files the model needs, uploaded o
 replicas' ``working_dir``); a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://`` on a shared disk: anything
 ``pyarrow.fs`` opens) is fetched by each replica. Nothing is left that exists only on the driver's disk.
 
->>> ship_model('runs/mnist-quickstart/export/model.onnx')  # doctest: +SKIP
+>>> path = 'runs/mnist-quickstart/export/model.onnx'
+>>> ship_model(path, read_model_metadata(path))  # doctest: +SKIP
 ('model.onnx', {'working_dir': 'gcs://_ray_pkg_….zip'})
 """
 
@@ -38,16 +39,16 @@ def model_files(model_path: Path, meta: dict[str, Any]) -> list[Path]:
     return files
 
 
-def ship_model(model_path: str | Path) -> tuple[str, dict[str, Any]]:
-    """``(the path a replica opens, the runtime_env entries that bring it there)``."""
-    from ..export import read_metadata
+def ship_model(model_path: str | Path, meta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(the path a replica opens, the runtime_env entries that bring it there)``; ``meta`` is the model's
+    export metadata (:func:`read_model_metadata`), which names the files beside it."""
     from ..ray_compat import uploaded_working_dir
 
     if is_uri(model_path):
         return str(model_path), {}
     path = Path(model_path).resolve()
     with tempfile.TemporaryDirectory(prefix="deepseek_ray_model_") as staging:
-        for source in model_files(path, read_metadata(path)):
+        for source in model_files(path, meta):
             target = Path(staging) / source.name
             if source.is_dir():
                 shutil.copytree(source, target)
