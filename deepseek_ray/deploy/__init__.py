@@ -7,7 +7,7 @@
 
 from .batching import DynamicBatchScheduler
 
-__all__ = ["DynamicBatchScheduler", "build_app", "deploy"]
+__all__ = ["DynamicBatchScheduler", "build_app", "deploy", "promote", "shadow_status", "start_shadow", "stop_shadow"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from . import app
 
         return getattr(app, name)
+    if name in ("promote", "shadow_status", "start_shadow", "stop_shadow"):
+        from . import shadow
+
+        return getattr(shadow, name)
     raise AttributeError(name)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from ..data.kinds import BadRequest, RequestParser, kind_of
 from . import protocol
 from .batching import DynamicBatchScheduler
 from .metrics import ServingMetrics, since_ms
+from .mirror import Mirror
 from .shipping import kind_code, local_model, read_model_metadata, ship_model
 
 #: compute shorter than this runs on the event loop; longer goes to the compute thread, so that the loop
@@ -104,6 +106,8 @@ class ModelServer:
         limits: dict[str, Any] | None = None,
         threads: int = 1,
         gpu: bool = False,
+        shadow: dict[str, Any] | None = None,
+        build_args: dict[str, Any] | None = None,
     ):
         from ..export import onnx_session, read_metadata
 
@@ -128,9 +132,14 @@ class ModelServer:
         )
         self.metrics = ServingMetrics(route, self.scheduler.latency_threshold)
         self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
-        self._drill = (0.0, 0.0)  # extra ms per batch and per example (slow_down_for_drill)
+        self._drill = (0.0, 0.0, False)  # extra ms per batch and per example, and failing (slow_down_for_drill)
         self.served = 0
         self._sampler: asyncio.Task | None = None
+        # A candidate holds its shadow session's settings; a live replica mirrors to the candidate.
+        self.shadow = shadow
+        self.build_args = build_args or {}
+        self.mirror = None if shadow is not None else Mirror(name, _replica_id())
+        self._mirroring: asyncio.Task | None = None
         self._apply_controller()
 
     # ------------------------------------------------------------------------------------ dispatch
@@ -138,11 +147,20 @@ class ModelServer:
         received = time.perf_counter()
         if self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_controller())
+            if self.mirror is not None:
+                self._mirroring = asyncio.create_task(self.mirror.keep_settings())
         scope = request.scope
         path = scope["path"][len(scope.get("root_path", "")) :].rstrip("/")
-        face = "v2" if path.startswith("/v2") else "simple"
+        face = "v2" if path.startswith("/v2") else "feedback" if path == "/feedback" else "simple"
+        # Serve's ingress sets x-request-id (keeping the client's) and returns it: the key of the shadow log
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
-            response = await (self._v2(request, path[3:]) if face == "v2" else self._simple(request))
+            if face == "v2":
+                response = await self._v2(request, path[3:], request_id)
+            elif face == "feedback":
+                response = await self._feedback(request)
+            else:
+                response = await self._simple(request, request_id)
         except HTTPError as err:
             response = json_response({"error": str(err)}, err.status, err.headers)
         except (BadRequest, protocol.ProtocolError) as err:
@@ -154,7 +172,7 @@ class ModelServer:
             self.scheduler.observe_latency(latency_ms)
         return response
 
-    async def _simple(self, request: Request) -> Response:
+    async def _simple(self, request: Request, request_id: str) -> Response:
         if request.method == "GET":
             return json_response(self.describe())
         if request.method != "POST":
@@ -166,7 +184,7 @@ class ModelServer:
         except orjson.JSONDecodeError as err:
             raise HTTPError(400, f"the body is not valid JSON: {err}") from None
         examples = self.parser(_inputs_of(payload))
-        rows, batch_sizes = await self._infer(examples)
+        rows, batch_sizes = await self._infer(examples, request_id)
         answers = [
             {**self.kind.reply(row, self.meta), "batch_size": size} for row, size in zip(rows, batch_sizes, strict=True)
         ]
@@ -194,8 +212,15 @@ class ModelServer:
         return b"".join(chunks)
 
     # ----------------------------------------------------------------------------------- inference
-    async def _infer(self, examples: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
-        """Model outputs for ``examples``, each with the size of the batch it was computed in."""
+    async def _infer(self, examples: np.ndarray, request_id: str | None = None) -> tuple[list[np.ndarray], list[int]]:
+        """Model outputs for ``examples``, each with the size of the batch it was computed in; a live replica
+        offers a request with an id to its shadow (after the answer is ready, never delaying it)."""
+        rows, sizes = await self._answer(examples)
+        if self.mirror is not None and request_id is not None:
+            self.mirror.offer(request_id, examples, rows)
+        return rows, sizes
+
+    async def _answer(self, examples: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
         count = len(examples)
         if count > self.limits["max_examples"]:
             raise HTTPError(413, f"{count} examples in one request; at most {self.limits['max_examples']}")
@@ -253,9 +278,11 @@ class ModelServer:
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """The model's outputs, and the milliseconds they took (timed here: no event-loop delay in them)."""
         start = time.perf_counter()
-        per_batch, per_example = self._drill
+        per_batch, per_example, fail = self._drill
         if per_batch or per_example:
             time.sleep((per_batch + per_example * len(batch)) / 1000)
+        if fail:
+            raise RuntimeError("this replica fails every batch (slow_down_for_drill(fail=True))")
         return self.session.run(None, {self.input_name: batch})[0], since_ms(start)
 
     @property
@@ -277,11 +304,79 @@ class ModelServer:
             self.metrics.controller(scheduler.batch_size, busy_wait_s, scheduler.budget_ms * scheduler.safety)
             await asyncio.sleep(1.0)
 
-    async def slow_down_for_drill(self, per_batch_ms: float = 0.0, per_example_ms: float = 0.0) -> dict[str, Any]:
+    async def slow_down_for_drill(
+        self, per_batch_ms: float = 0.0, per_example_ms: float = 0.0, fail: bool = False
+    ) -> dict[str, Any]:
         """A drill, reachable through a deployment handle only (never from HTTP or the experiment file): every
-        batch takes this much longer from now on (0, 0 restores the model's speed). Returns the controller state."""
-        self._drill = (float(per_batch_ms), float(per_example_ms))
+        batch takes this much longer from now on, or raises (0, 0, False restores the model). Returns the
+        controller state."""
+        self._drill = (float(per_batch_ms), float(per_example_ms), bool(fail))
         return self.controller_state()
+
+    # --------------------------------------------------------------------------------- shadow
+    async def mirror(self, examples: np.ndarray) -> np.ndarray:
+        """The candidate's side of shadow traffic (through its handle): outputs for the mirrored examples."""
+        rows, _ = await self._answer(examples)
+        return np.stack(rows)
+
+    def shadow_settings(self) -> dict[str, Any] | None:
+        """The candidate's shadow session (fraction, max_in_flight, timeout_s, log_dir, model, version, ...);
+        None on a live replica."""
+        return self.shadow
+
+    def mirror_counts(self) -> dict[str, int]:
+        """This live replica's mirrored, answered, dropped and failed counts (since it started)."""
+        return dict(self.mirror.counts) if self.mirror is not None else {}
+
+    def deployed_with(self) -> dict[str, Any]:
+        """The arguments :func:`build_app` was given for this app (promotion redeploys with a new model)."""
+        return self.build_args
+
+    async def _feedback(self, request: Request) -> Response:
+        """``POST {route}/feedback``: ground truth by request id, ``{"request_id": ..., "label": ...}`` or
+        ``{"labels": [{"request_id": ..., "label": ...}, ...]}``; all or none are recorded."""
+        if request.method != "POST":
+            raise HTTPError(405, "POST labels to /feedback")
+        mirror = self.mirror
+        if mirror is None or mirror.log is None:
+            raise HTTPError(404, f"no shadow session is running for {self.name!r}: nothing to label")
+        try:
+            payload = orjson.loads(await self._body(request, ("application/json",)))
+        except orjson.JSONDecodeError as err:
+            raise HTTPError(400, f"the body is not valid JSON: {err}") from None
+        items = payload.get("labels", [payload]) if isinstance(payload, dict) else None
+        if (
+            not isinstance(items, list)
+            or not items
+            or not all(isinstance(i, dict) and isinstance(i.get("request_id"), str) and "label" in i for i in items)
+        ):
+            raise BadRequest(
+                'send {"request_id": "...", "label": ...} or {"labels": [{"request_id": ..., "label": ...}]}'
+            )
+        ids = [item["request_id"] for item in items]
+        labels = [self._label_value(item["label"]) for item in items]
+        unknown = await mirror.unknown(ids)
+        if unknown:
+            raise HTTPError(
+                404,
+                f"{len(unknown)} request id(s) are not in the shadow log (not mirrored, or not served here): "
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; nothing was recorded",
+            )
+        mirror.label(ids, labels)
+        return json_response({"recorded": len(ids)})
+
+    def _label_value(self, label: Any) -> float:
+        """A label as the log keeps it: a class index (from the index or the class name), or the target."""
+        names = self.meta.get("labels") or []
+        if self.meta.get("task") == "regression":
+            if isinstance(label, (int, float)) and not isinstance(label, bool):
+                return float(label)
+            raise BadRequest(f"label {label!r}: this model predicts a number")
+        if isinstance(label, str) and label in names:
+            return float(names.index(label))
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
+            return float(label)
+        raise BadRequest(f"label {label!r}: one of {names} or its index 0..{len(names) - 1}")
 
     def controller_state(self) -> dict[str, Any]:
         """The latency controller's cap, wait, budget and cost model now."""
@@ -329,7 +424,7 @@ class ModelServer:
             {"name": "class_index", "datatype": "INT64", "shape": [-1]},
         ]
 
-    async def _v2(self, request: Request, path: str) -> Response:
+    async def _v2(self, request: Request, path: str, request_id: str) -> Response:
         if path == "":
             return json_response(protocol.server_metadata("deepseek_ray", _version(), ["binary_tensor_data"]))
         if path in ("/health/live", "/health/ready"):
@@ -345,10 +440,10 @@ class ModelServer:
         if rest == ["ready"]:
             return json_response({"name": self.name, "ready": True})
         if rest == ["infer"] and request.method == "POST":
-            return await self._v2_infer(request)
+            return await self._v2_infer(request, request_id)
         raise HTTPError(405 if rest in ([], ["infer"]) else 404, f"{request.method} /v2{path} is not served here")
 
-    async def _v2_infer(self, request: Request) -> Response:
+    async def _v2_infer(self, request: Request, request_id: str) -> Response:
         self._refuse_if_full()
         body = await self._body(request, ("application/json", "application/octet-stream"))
         header = request.headers.get("inference-header-content-length")
@@ -359,7 +454,7 @@ class ModelServer:
             body, None if header is None else int(header), max_elements=self.limits["max_examples"] * size
         )
         examples = self._v2_examples(infer)
-        rows, _ = await self._infer(examples)
+        rows, _ = await self._infer(examples, request_id)
         outputs = self._v2_outputs(np.stack(rows), infer.outputs)
         content, headers = protocol.encode_infer_response(
             self.name, outputs, request_id=infer.id, model_version="1", binary=infer.binary_for(outputs)
@@ -395,6 +490,14 @@ class ModelServer:
         return {name: outputs[name] for name in wanted}
 
 
+def _replica_id() -> str:
+    """This replica's id in Serve (names its prediction log file)."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside Serve (a test building the class directly)
+        return uuid.uuid4().hex[:8]
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -415,13 +518,15 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     (max_body_bytes, max_examples, timeout_s), ``autoscaling`` (min_replicas, max_replicas,
     target_ongoing_requests, upscale_delay_s, downscale_delay_s), ``num_cpus``, ``num_gpus``, ``threads``,
     ``max_queued_requests``, ``access_log``; the experiment file's ``serve`` section spells them the same.
+    ``model_path`` may be a registered version (``models:/NAME@champion``, read from ``tracking_uri``).
 
     >>> build_app({'model_path': 'runs/mnist-quickstart/export/model.onnx'})  # doctest: +SKIP
     """
     if "model_path" not in args:
-        raise ValueError("build_app needs args.model_path (an exported .onnx file)")
-    meta = read_model_metadata(args["model_path"])
-    replica_path, runtime_env = ship_model(args["model_path"], meta)
+        raise ValueError("build_app needs args.model_path (an exported .onnx file, or a models:/ URI)")
+    model_path = local_model_path(str(args["model_path"]), args.get("tracking_uri"))
+    meta = read_model_metadata(model_path)
+    replica_path, runtime_env = ship_model(model_path, meta)
     runtime_env.update(kind_code(meta))
     runtime_env["env_vars"] = dict(REPLICA_ENV)
     batching = dict(args.get("batching") or {})
@@ -445,6 +550,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             **{key: value for key, value in scaling.items() if key not in _AUTOSCALING_OURS},
         },
         logging_config={"enable_access_log": bool(args.get("access_log", False))},
+        max_surge_percent=100,  # a redeploy (a promotion) keeps the old replicas serving until the new are up
         ray_actor_options={
             "num_cpus": float(args.get("num_cpus", 0.5)),
             "num_gpus": num_gpus,
@@ -459,7 +565,35 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         dict(args.get("limits") or {}),
         int(args.get("threads", 1)),
         num_gpus > 0,
+        args.get("shadow_session"),
+        {key: value for key, value in args.items() if key != "shadow_session"},
     )
+
+
+def tracking_uri_of(uri: str | None = None) -> str:
+    """The MLflow store's URI as every process reads it: ``uri``, else ``MLFLOW_TRACKING_URI``, else
+    ``sqlite:///mlflow.db``; a relative sqlite path made absolute (replicas run in other folders).
+
+    >>> tracking_uri_of('sqlite:////srv/mlflow.db')
+    'sqlite:////srv/mlflow.db'
+    """
+    import os
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def local_model_path(model_path: str, tracking_uri: str | None = None) -> str:
+    """A model path serving can ship: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` read from the
+    registry; a file or URI as it is."""
+    from ..tracking.registry import is_registry_uri, resolve_model
+
+    if not is_registry_uri(model_path):
+        return model_path
+    return str(resolve_model(model_path, tracking_uri_of(tracking_uri))[0])
 
 
 def deploy(

@@ -11,6 +11,9 @@ README ("Metrics") lists them; the cluster dashboards read them.
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import numpy as np
 
 #: what each metric is, by the name it is registered under (Ray's endpoint shows it with a ``ray_`` prefix)
 METRIC_NAMES = {
@@ -22,6 +25,19 @@ METRIC_NAMES = {
     "deepseek_ray_batch_cap": "the latency controller's current max_batch_size",
     "deepseek_ray_batch_wait_ms": "the latency controller's current batch_wait_timeout_s, in ms",
     "deepseek_ray_latency_budget_ms": "the in-replica budget the controller holds p99 to (after its AIMD safety)",
+}
+#: the shadow session's comparison, from its controller (tag ``app``; ``model``: live or candidate;
+#: ``bound``: lower, point or upper)
+SHADOW_METRIC_NAMES = {
+    "deepseek_ray_shadow_mirrored": "examples handed to the candidate in this session",
+    "deepseek_ray_shadow_answered": "mirrored examples the candidate answered",
+    "deepseek_ray_shadow_dropped": "examples not mirrored because the candidate lagged (in-flight bound, timeout)",
+    "deepseek_ray_shadow_candidate_errors": "mirrored examples the candidate failed on",
+    "deepseek_ray_shadow_labelled": "mirrored examples with a label from /feedback",
+    "deepseek_ray_shadow_agreement": "share of labelled pairs where both models gave the same answer",
+    "deepseek_ray_shadow_metric": "each model's metric on the labelled pairs (tag model)",
+    "deepseek_ray_shadow_delta": "candidate minus live metric and its anytime-valid interval (tag bound)",
+    "deepseek_ray_shadow_promote": "1 when the decision is promote, -1 keep, 0 need more data",
 }
 
 LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1e3, 2e3, 5e3]
@@ -86,6 +102,44 @@ class ServingMetrics:
         self._budget.set(budget_ms)
 
 
+class ShadowMetrics:
+    """A shadow session's comparison as Ray gauges; ``report`` takes :func:`~deepseek_ray.deploy.shadow.shadow_status`.
+
+    >>> ShadowMetrics('mnist')  # doctest: +SKIP
+    """
+
+    COUNTS = ("mirrored", "answered", "dropped", "candidate_errors", "labelled")
+    VERDICTS = {"promote": 1.0, "keep": -1.0, "need_more_data": 0.0}
+
+    def __init__(self, app: str):
+        from ray.util.metrics import Gauge
+
+        def gauge(name: str, *tags: str) -> Gauge:
+            return Gauge(name, SHADOW_METRIC_NAMES[name], tag_keys=("app", *tags))
+
+        self.tags = {"app": app}
+        self._counts = {key: gauge(f"deepseek_ray_shadow_{key}") for key in self.COUNTS}
+        self._agreement = gauge("deepseek_ray_shadow_agreement")
+        self._metric = gauge("deepseek_ray_shadow_metric", "model")
+        self._delta = gauge("deepseek_ray_shadow_delta", "bound")
+        self._verdict = gauge("deepseek_ray_shadow_promote")
+
+    def report(self, status: dict[str, Any]) -> None:
+        for key, gauge in self._counts.items():
+            gauge.set(status[key], tags=self.tags)
+        decision = status["decision"]
+        self._verdict.set(self.VERDICTS[decision["verdict"]], tags=self.tags)
+        if decision.get("agreement") is not None:
+            self._agreement.set(decision["agreement"], tags=self.tags)
+        for model in ("live", "candidate"):
+            if decision.get(f"{model}_metric") is not None:
+                self._metric.set(decision[f"{model}_metric"], tags={**self.tags, "model": model})
+        for bound, key in (("lower", "lower"), ("point", "delta"), ("upper", "upper")):
+            value = decision.get(key)
+            if value is not None and np.isfinite(value):
+                self._delta.set(value, tags={**self.tags, "bound": bound})
+
+
 def since_ms(start: float) -> float:
     """Milliseconds since ``start`` (a :func:`time.perf_counter` reading).
 
@@ -95,4 +149,11 @@ def since_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-__all__ = ["LATENCY_BOUNDARIES_MS", "METRIC_NAMES", "ServingMetrics", "since_ms"]
+__all__ = [
+    "LATENCY_BOUNDARIES_MS",
+    "METRIC_NAMES",
+    "SHADOW_METRIC_NAMES",
+    "ServingMetrics",
+    "ShadowMetrics",
+    "since_ms",
+]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import subprocess
@@ -136,17 +135,15 @@ class Tracker:
                 if trial.get(metric) is not None:
                     mlflow.log_metrics({metric: trial[metric], "epochs": trial["epochs"], "time_s": trial["time_s"]})
 
-    def register_onnx(self, onnx_path: str | Path, model_name: str) -> str | None:
-        """Log the ONNX model as an MLflow model and register it as a new version; return the version."""
+    def register_onnx(self, onnx_path: str | Path, model_name: str, alias: str | None = None) -> str | None:
+        """Register the exported model (with what serving needs beside it) as a new version of ``model_name``,
+        logged to this run; return the version (:func:`~deepseek_ray.tracking.registry.register_model`)."""
         if not self.enabled:
             return None
-        import onnx
+        from .registry import register_model
 
-        mlflow = self._client()
-        # MLflow prints its registry messages to stderr; the pipeline's summary reports the version instead.
-        with contextlib.redirect_stderr(io.StringIO()):
-            info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model", registered_model_name=model_name)
-        return str(info.registered_model_version)
+        self._client()  # the experiment exists
+        return register_model(onnx_path, model_name, self.tracking_uri, alias=alias, run_id=self.run_id)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
