@@ -96,22 +96,22 @@ def _replay(url: str, images: np.ndarray, labels: np.ndarray, prefix: str) -> li
     feedback = requests.post(f"{url}/feedback", timeout=30,
                              json={"labels": [{"request_id": i, "label": int(y)} for i, y in zip(ids, labels)]})
     assert feedback.status_code == 200, feedback.text
+    time.sleep(0.3)  # the labels are on disk within the log's durability bound
     return ids
 
 
-def _wait_mirroring(url: str, timeout: float = 30) -> None:
-    """Until the live replica has read the new session's settings (it polls each second)."""
-    from ray import serve
+def _wait_mirroring(url: str, session: dict, timeout: float = 30) -> None:
+    """Until the live replica mirrors into the new session's log (it reads the settings each second)."""
+    from deepseek_ray.deploy.prediction_log import request_ids
 
-    handle = serve.get_app_handle("dig")
     deadline = time.time() + timeout
-    before = handle.mirror_counts.remote().result()["mirrored"]
     while time.time() < deadline:
-        _predict(url, np.zeros((1, 8, 8)), f"probe-{time.time_ns()}")
-        if handle.mirror_counts.remote().result()["mirrored"] > before:
-            return
+        probe = f"probe-{time.time_ns()}"
+        _predict(url, np.zeros((1, 8, 8)), probe)
         time.sleep(0.3)
-    raise AssertionError("the live replica never mirrored")
+        if probe in request_ids(session["log_dir"]):
+            return
+    raise AssertionError("the live replica never mirrored into the new session")
 
 
 class SteadyLoad:
@@ -152,8 +152,8 @@ def test_feedback_refuses_what_it_cannot_record(live, models, store):
     url = live["url"]
     none = requests.post(f"{url}/feedback", json={"request_id": "x", "label": 3}, timeout=30)
     assert none.status_code == 404 and "no shadow session" in none.json()["error"]
-    start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url)
+    session = start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
+    _wait_mirroring(url, session)
     unknown = requests.post(f"{url}/feedback", json={"request_id": "never-sent", "label": 3}, timeout=30)
     assert unknown.status_code == 404 and "never-sent" in unknown.json()["error"]
     bad = requests.post(f"{url}/feedback", json={"labels": [{"request_id": "x"}]}, timeout=30)
@@ -188,11 +188,11 @@ def test_mirroring_never_touches_the_live_answer(live, models, store, digits):
         return timings
 
     baseline = in_replica_ms("plain")
-    start_shadow("dig", models["good"], fraction=1.0, max_in_flight=4, timeout_s=2.0, tracking_uri=store,
-                 log_dir=live["log_root"])
+    session = start_shadow("dig", models["good"], fraction=1.0, max_in_flight=4, timeout_s=2.0, tracking_uri=store,
+                           log_dir=live["log_root"])
+    _wait_mirroring(url, session)
     candidate = serve.get_app_handle("dig-shadow")
     candidate.slow_down_for_drill.remote(per_batch_ms=500).result()
-    _wait_mirroring(url)
     slow = in_replica_ms("slow")
     candidate.slow_down_for_drill.remote(fail=True).result()
     time.sleep(1.5)  # the slow candidate's last calls end
@@ -214,8 +214,8 @@ def test_decision_promotion_under_load_and_rollback(live, models, store, digits)
 
     url = live["url"]
     images, labels = digits
-    start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url)
+    session = start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
+    _wait_mirroring(url, session)
     _replay(url, images[:4], labels[:4], "few")
     few = shadow_status("dig")
     assert few["decision"]["verdict"] == "need_more_data" and few["labelled"] == 4, few
@@ -233,8 +233,8 @@ def test_decision_promotion_under_load_and_rollback(live, models, store, digits)
     right = sum(_predict(url, image).json()["label"] == str(y) for image, y in zip(images[:50], labels[:50]))
     assert right >= 40  # the trained model answers now
 
-    start_shadow("dig", models["bad"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url)
+    session = start_shadow("dig", models["bad"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
+    _wait_mirroring(url, session)
     _replay(url, images, labels, "worse")
     assert shadow_status("dig")["decision"]["verdict"] == "keep"
 
@@ -258,7 +258,7 @@ def test_prediction_log_survives_a_killed_replica(live, models, store, digits):
     url = live["url"]
     images, _ = digits
     session = start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url)
+    _wait_mirroring(url, session)
     answered = []
     for i, image in enumerate(images[:150]):
         reply = _predict(url, image, f"kill-{i}")

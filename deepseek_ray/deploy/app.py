@@ -138,7 +138,7 @@ class ModelServer:
         # A candidate holds its shadow session's settings; a live replica mirrors to the candidate.
         self.shadow = shadow
         self.build_args = build_args or {}
-        self.mirror = None if shadow is not None else Mirror(name, _replica_id())
+        self.shadow_traffic = None if shadow is not None else Mirror(name, _replica_id())
         self._mirroring: asyncio.Task | None = None
         self._apply_controller()
 
@@ -147,8 +147,8 @@ class ModelServer:
         received = time.perf_counter()
         if self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_controller())
-            if self.mirror is not None:
-                self._mirroring = asyncio.create_task(self.mirror.keep_settings())
+            if self.shadow_traffic is not None:
+                self._mirroring = asyncio.create_task(self.shadow_traffic.keep_settings())
         scope = request.scope
         path = scope["path"][len(scope.get("root_path", "")) :].rstrip("/")
         face = "v2" if path.startswith("/v2") else "feedback" if path == "/feedback" else "simple"
@@ -216,8 +216,8 @@ class ModelServer:
         """Model outputs for ``examples``, each with the size of the batch it was computed in; a live replica
         offers a request with an id to its shadow (after the answer is ready, never delaying it)."""
         rows, sizes = await self._answer(examples)
-        if self.mirror is not None and request_id is not None:
-            self.mirror.offer(request_id, examples, rows)
+        if self.shadow_traffic is not None and request_id is not None:
+            self.shadow_traffic.offer(request_id, examples, rows)
         return rows, sizes
 
     async def _answer(self, examples: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
@@ -326,7 +326,7 @@ class ModelServer:
 
     def mirror_counts(self) -> dict[str, int]:
         """This live replica's mirrored, answered, dropped and failed counts (since it started)."""
-        return dict(self.mirror.counts) if self.mirror is not None else {}
+        return dict(self.shadow_traffic.counts) if self.shadow_traffic is not None else {}
 
     def deployed_with(self) -> dict[str, Any]:
         """The arguments :func:`build_app` was given for this app (promotion redeploys with a new model)."""
@@ -337,7 +337,7 @@ class ModelServer:
         ``{"labels": [{"request_id": ..., "label": ...}, ...]}``; all or none are recorded."""
         if request.method != "POST":
             raise HTTPError(405, "POST labels to /feedback")
-        mirror = self.mirror
+        mirror = self.shadow_traffic
         if mirror is None or mirror.log is None:
             raise HTTPError(404, f"no shadow session is running for {self.name!r}: nothing to label")
         try:
