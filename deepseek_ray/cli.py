@@ -1,4 +1,5 @@
-"""The command line: ``deepseek-ray run|search|train|export|serve|validate|schema|datasets``.
+"""The command line: ``deepseek-ray run|search|train|export|serve|validate|schema|datasets``, and on a running
+cluster ``deepseek-ray shadow start|status|stop NAME`` and ``deepseek-ray promote NAME [--to VERSION]``.
 
 Every stage command reads the experiment file and the previous stage's artifact in the run folder.
 Ray is embedded (started here, stopped on exit) unless ``--address`` or ``RAY_ADDRESS`` names a
@@ -63,7 +64,30 @@ def _parser() -> argparse.ArgumentParser:
     add("validate", "check an experiment file and list every error", with_ray=False)
     add("schema", "print the experiment file's JSON Schema", with_file=False, with_ray=False)
     add("datasets", "list the registered datasets", with_file=False, with_ray=False)
+    _shadow_commands(add)
     return parser
+
+
+def _shadow_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``shadow start|status|stop NAME`` and ``promote NAME``: on the cluster where the app runs."""
+
+    def on_app(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("name", help="the live Serve app (the experiment's name)")
+        sub.add_argument("--tracking-uri", help="the MLflow store (default: the one the live app was deployed with)")
+        return sub
+
+    shadow = add("shadow", "a candidate in the shadow of a live app", with_file=False)
+    actions = shadow.add_subparsers(dest="action", required=True)
+    start = on_app(actions.add_parser("start", help="mirror a share of the live traffic to a candidate"))
+    start.add_argument("candidate", help="an exported .onnx file, a folder holding one, or a models:/ URI")
+    start.add_argument("--fraction", type=float, default=0.1, help="share of requests mirrored (default 0.1)")
+    start.add_argument("--metric", help="accuracy (default), f1_score, precision, recall, roc_auc, mae, rmse")
+    start.add_argument("--threshold", type=float, default=0.0, help="promote only when better by more than this")
+    start.add_argument("--auto-promote", action="store_true", help="promote as soon as the decision says so")
+    on_app(actions.add_parser("status", help="mirrored, dropped and labelled counts, both metrics, the decision"))
+    on_app(actions.add_parser("stop", help="end the shadow session; the live app is untouched"))
+    promote = on_app(add("promote", "make the shadow candidate live (or --to VERSION: roll back)", with_file=False))
+    promote.add_argument("--to", dest="version", help="a registered version to serve instead (a rollback)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +110,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schema":
         print(json_schema())
         return 0
+    if args.command in ("shadow", "promote"):
+        return _on_live_app(args)
     if args.command == "datasets":
         from .data import available_datasets
 
@@ -101,6 +127,70 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         return 0
     return _with_ray(args, cfg)
+
+
+def _on_live_app(args: argparse.Namespace) -> int:
+    from .deploy import shadow
+    from .runtime import connect
+
+    connect(args.address or "auto", verbose=args.verbose)  # the cluster serving the app, never a new Ray
+    if args.command == "promote":
+        result = shadow.promote(args.name, args.version, args.tracking_uri)
+        previous = f" (was v{result['previous']})" if result["previous"] else ""
+        print(f"{args.name} serves v{result['version']}{previous}; champion -> v{result['version']}")
+    elif args.action == "start":
+        session = shadow.start_shadow(
+            args.name,
+            args.candidate,
+            fraction=args.fraction,
+            metric=args.metric,
+            threshold=args.threshold,
+            auto_promote=args.auto_promote,
+            tracking_uri=args.tracking_uri,
+        )
+        print(f"{session['app']}: v{session['version']} in the shadow of {args.name}, log in {session['log_dir']}")
+    elif args.action == "status":
+        print(render_status(shadow.shadow_status(args.name)))
+    else:
+        shadow.stop_shadow(args.name)
+        print(f"shadow session of {args.name} stopped")
+    return 0
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """``shadow status``'s table: the counts, both metrics, the interval and the decision.
+
+    >>> print(render_status({'name': 'm', 'version': '2', 'mirrored': 3, 'answered': 3, 'dropped': 0,
+    ...     'candidate_errors': 0, 'labelled': 2, 'paired': 2, 'decision': {'metric': 'accuracy', 'n': 2,
+    ...     'live_metric': 0.5, 'candidate_metric': 1.0, 'delta': 0.5, 'lower': -1.0, 'upper': 1.0,
+    ...     'agreement': 0.5, 'verdict': 'need_more_data', 'threshold': 0.0, 'alpha': 0.05}}).splitlines()[-1])
+    decision                 need_more_data (on 2 labelled pairs; alpha 0.05, valid at every look)
+    """
+
+    def number(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    decision = status["decision"]
+    rows = [
+        ("candidate", f"v{status['version']} in the shadow of {status['name']}"),
+        ("mirrored / answered", f"{status['mirrored']} / {status['answered']}"),
+        ("dropped / candidate errors", f"{status['dropped']} / {status['candidate_errors']}"),
+        ("labelled (paired)", f"{status['labelled']} ({status['paired']})"),
+        ("agreement", number(decision.get("agreement"))),
+        (f"live {decision['metric']}", number(decision.get("live_metric"))),
+        (f"candidate {decision['metric']}", number(decision.get("candidate_metric"))),
+        (
+            "candidate - live",
+            f"{number(decision.get('delta'))} in [{number(decision.get('lower'))}, {number(decision.get('upper'))}]"
+            f" (threshold {decision['threshold']:g})",
+        ),
+        (
+            "decision",
+            f"{decision['verdict']} (on {decision['n']} labelled pairs; alpha {decision['alpha']:g}, "
+            "valid at every look)",
+        ),
+    ]
+    return "\n".join(f"{key:<24} {value}" for key, value in rows)
 
 
 def _data_options(cfg: Any) -> str:

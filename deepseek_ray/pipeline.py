@@ -105,7 +105,7 @@ def run_pipeline(
         url = None
         if serve:
             with reporter.stage("serve"):
-                url = serve_stage(cfg, reporter)
+                url = serve_stage(cfg, reporter, version)
         total = time.perf_counter() - reporter.start  # from the command's start: Ray's start-up counts
         values = {
             **summary_rows(data, search, trained, exported, baseline),

@@ -504,26 +504,49 @@ def check_servable(cfg: ExperimentConfig) -> None:
         )
 
 
-def serve_stage(cfg: ExperimentConfig, reporter: Reporter) -> str:
-    """Deploy the exported model on Ray Serve; return the endpoint URL."""
+def serve_stage(cfg: ExperimentConfig, reporter: Reporter, version: str | None = None) -> str:
+    """Deploy the exported model on Ray Serve; return the endpoint URL. ``version``: the model's version in the
+    registry, which becomes ``champion``. When the app is already live (and ``serve.shadow.new_model`` is
+    ``shadow``) the new model becomes its shadow candidate instead, and the live one keeps serving."""
     from .data import kind_of
     from .deploy import deploy
+    from .deploy.app import local_model_path, tracking_uri_of
+    from .deploy.shadow import is_live, start_shadow
     from .export import read_metadata
+    from .tracking.registry import CHAMPION, is_registry_uri, set_alias
 
     folder = RunFolder(cfg.run_dir)
     check_servable(cfg)
-    path = folder.served(cfg.serve.model)
-    if not path.is_file():
+    serve_cfg, shadow = cfg.serve, cfg.serve.shadow
+    store = tracking_uri_of(cfg.tracking.tracking_uri)
+    registry_name = cfg.tracking.registered_model_name or cfg.name
+    path: str | Path = serve_cfg.model if is_registry_uri(serve_cfg.model) else folder.served(serve_cfg.model)
+    if not is_registry_uri(path) and not Path(path).is_file():
         raise FileNotFoundError(f"no exported model at {path}; run `deepseek-ray export` first")
+    url = f"http://{serve_cfg.host}:{serve_cfg.port}{serve_cfg.route}"
+    options = shadow.model_dump(exclude={"candidate", "new_model"})
+    if is_live(cfg.name) and shadow.new_model == "shadow" and not is_registry_uri(path):
+        candidate = f"models:/{registry_name}/{version}" if version else path
+        session = start_shadow(cfg.name, candidate, registered_model=registry_name, tracking_uri=store, **options)
+        reporter.line(
+            f"{cfg.name} is live: the new model (v{session['version']}) is its shadow candidate, "
+            f"{shadow.fraction:.0%} of requests mirrored; labels: POST {url}/feedback; "
+            f"`deepseek-ray shadow status {cfg.name}`, `deepseek-ray promote {cfg.name}`"
+        )
+        return url
     url = deploy(
         path,
         name=cfg.name,
-        route=cfg.serve.route,
-        host=cfg.serve.host,
-        port=cfg.serve.port,
-        **cfg.serve.model_dump(exclude={"route", "host", "port", "model"}),
+        route=serve_cfg.route,
+        host=serve_cfg.host,
+        port=serve_cfg.port,
+        tracking_uri=store,
+        registered_model=registry_name,
+        **serve_cfg.model_dump(exclude={"route", "host", "port", "model"}),
     )
-    served = "" if cfg.serve.model == "onnx" else f" [{cfg.serve.model}]"
-    meta = read_metadata(path)
+    if version is not None and serve_cfg.model == "onnx":
+        set_alias(registry_name, CHAMPION, version, store)
+    served = "" if serve_cfg.model == "onnx" else f" [{serve_cfg.model}]"
+    meta = read_metadata(local_model_path(str(path), store))
     reporter.line(f"endpoint up{served}: POST {url}  (JSON {kind_of(meta).request_hint(meta)})")
     return url

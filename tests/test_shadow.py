@@ -93,11 +93,16 @@ def _replay(url: str, images: np.ndarray, labels: np.ndarray, prefix: str) -> li
         assert reply.status_code == 200, reply.text
         ids.append(reply.headers["x-request-id"])
     time.sleep(0.3)  # past the log's durability bound
-    feedback = requests.post(f"{url}/feedback", timeout=30,
-                             json={"labels": [{"request_id": i, "label": int(y)} for i, y in zip(ids, labels)]})
+    pairs = [{"request_id": i, "label": int(y)} for i, y in zip(ids, labels, strict=True)]
+    feedback = requests.post(f"{url}/feedback", json={"labels": pairs}, timeout=30)
     assert feedback.status_code == 200, feedback.text
     time.sleep(0.3)  # the labels are on disk within the log's durability bound
     return ids
+
+
+def _right(url: str, images: np.ndarray, labels: np.ndarray) -> int:
+    """How many of ``images`` the live model labels right."""
+    return sum(_predict(url, image).json()["label"] == str(y) for image, y in zip(images, labels, strict=True))
 
 
 def _wait_mirroring(url: str, session: dict, timeout: float = 30) -> None:
@@ -230,8 +235,7 @@ def test_decision_promotion_under_load_and_rollback(live, models, store, digits)
         time.sleep(1.0)
     assert load.failures == [] and load.sent > 20, (load.failures[:5], load.sent)
     assert alias_version("dig", "champion", store) == result["version"] != "1"
-    right = sum(_predict(url, image).json()["label"] == str(y) for image, y in zip(images[:50], labels[:50]))
-    assert right >= 40  # the trained model answers now
+    assert _right(url, images[:50], labels[:50]) >= 40  # the trained model answers now
 
     session = start_shadow("dig", models["bad"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
     _wait_mirroring(url, session)
@@ -243,8 +247,7 @@ def test_decision_promotion_under_load_and_rollback(live, models, store, digits)
         time.sleep(1.0)
     assert load.failures == [], load.failures[:5]
     assert alias_version("dig", "champion", store) == "1"
-    right = sum(_predict(url, image).json()["label"] == str(y) for image, y in zip(images[:50], labels[:50]))
-    assert right < 20  # the untrained model is back
+    assert _right(url, images[:50], labels[:50]) < 20  # the untrained model is back
 
 
 def test_prediction_log_survives_a_killed_replica(live, models, store, digits):

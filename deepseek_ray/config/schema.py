@@ -859,6 +859,46 @@ class LimitsConfig(Section):
     timeout_s: Float = Field(30.0, gt=0, le=3600, description="Time to answer one request (504 beyond).")
 
 
+def _served_model(value: str) -> str:
+    allowed = ("onnx", *QUANTIZE_METHODS)
+    if value in allowed or value.startswith("models:/"):
+        return value
+    raise ValueError(f"got {value!r}; allowed: {', '.join(allowed)}, or models:/NAME/VERSION, models:/NAME@ALIAS")
+
+
+#: the metrics a shadow comparison may use (deepseek_ray.eval): higher is better, except mae and rmse
+SHADOW_METRICS = ("accuracy", "f1_score", "precision", "recall", "roc_auc", "mae", "rmse")
+
+
+class ShadowConfig(Section):
+    """A candidate served in the shadow of the live model (its own Serve app, ``<name>-shadow``), compared on
+    the live traffic with labels from ``POST {route}/feedback``, and promoted when the evidence says so."""
+
+    candidate: PathText | None = Field(
+        None,
+        min_length=1,
+        description="The candidate: an exported .onnx file, a folder holding one, or models:/NAME/VERSION or "
+        "models:/NAME@ALIAS. Unset: a new run's model becomes the candidate when the app is already live.",
+    )
+    fraction: Float = Field(0.1, ge=0, le=1, description="Share of the live requests mirrored to the candidate.")
+    max_in_flight: Int = Field(64, ge=1, le=1_000_000, description="Mirrored examples out at once; beyond: dropped.")
+    timeout_s: Float = Field(10.0, gt=0, le=3600, description="A mirrored call not answered by then is dropped.")
+    metric: Literal[SHADOW_METRICS] | None = Field(  # type: ignore[valid-type]
+        None, description="What is compared (default: accuracy, or rmse for regression)."
+    )
+    threshold: Float = Field(
+        0.0, ge=-1, le=1e9, description="Promote only when candidate − live exceeds this (0: plain superiority)."
+    )
+    alpha: Float = Field(0.05, gt=0, lt=0.5, description="The decision's error rate, valid at every look.")
+    auto_promote: bool = Field(False, description="Promote as soon as the decision is promote (else: the CLI).")
+    log_dir: PathText | None = Field(None, description="Where the prediction log goes (default runs/NAME/shadow).")
+    new_model: Literal["shadow", "replace"] = Field(
+        "shadow",
+        description="When `run` or `serve` finds the app already live: serve the new model as the candidate "
+        "(shadow) or replace the live one.",
+    )
+
+
 class ServeConfig(Section):
     """The HTTP endpoint (Ray Serve) over the exported model."""
 
@@ -883,9 +923,12 @@ class ServeConfig(Section):
         description="Serve's HTTP ingress on the embedded Ray: its proxy, or the HAProxy ingress (3-4x faster "
         "here; its replicas listen on every interface). A cluster sets it where Ray starts (cluster.yaml).",
     )
-    model: Annotated[str, OneOf(lambda: ("onnx", *QUANTIZE_METHODS))] = Field(
-        "onnx", description="What the endpoint serves: the fp32 ONNX model, or one of export.quantize's variants."
+    model: Annotated[str, AfterValidator(_served_model)] = Field(
+        "onnx",
+        description="What the endpoint serves: the fp32 ONNX model, one of export.quantize's variants, or a "
+        "registered version (models:/NAME@champion).",
     )
+    shadow: ShadowConfig = ShadowConfig()
 
 
 # -------------------------------------------------------------------------------------- tracking
@@ -940,7 +983,7 @@ class ExperimentConfig(Section):
         # Only a quantized choice is checked here: serving needs onnx in export.formats, which the serve stage
         # checks itself (a file without it still runs with --no-serve).
         exported = ["onnx", *(q.type for q in self.export.quantize)]
-        if self.serve.model not in exported:
+        if self.serve.model not in exported and not self.serve.model.startswith("models:/"):
             raise ValueError(
                 f"serve.model: {self.serve.model!r} is not exported by this file; allowed: "
                 f"{', '.join(exported)} (export.quantize)"

@@ -607,7 +607,9 @@ def deploy(
 ) -> str:
     """Start Serve's HTTP proxy if needed, deploy the app under ``name`` at ``route``; return the URL.
 
-    ``settings``: as :func:`build_app`'s args (``batching``, ``limits``, ``autoscaling``, ``num_cpus``, ...).
+    ``settings``: as :func:`build_app`'s args (``batching``, ``limits``, ``autoscaling``, ``num_cpus``,
+    ``tracking_uri``, ...), and ``shadow`` (the experiment file's ``serve.shadow``: with a ``candidate``, a shadow
+    session starts beside the live app, :func:`~deepseek_ray.deploy.shadow.start_shadow`).
 
     >>> deploy('runs/mnist-quickstart/export/model.onnx', name='mnist-quickstart', route='/mnist')  # doctest: +SKIP
     'http://127.0.0.1:8000/mnist'
@@ -616,12 +618,19 @@ def deploy(
 
     hush()
     _warn_if_slow_path(str(settings.pop("ingress", "proxy")))
+    shadow = dict(settings.pop("shadow", None) or {})
     timeout = float((settings.get("limits") or {}).get("timeout_s", 30.0))
     # Serve's own timeout is a backstop behind the replica's, which answers 504 with the reason first.
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": timeout + 5})
     hush()  # Serve configures its driver-side logger on start
-    app = build_app({"model_path": model_path, "name": name, "route": route, **settings})
+    app = build_app({"model_path": str(model_path), "name": name, "route": route, **settings})
     serve.run(app, name=name, route_prefix=route, blocking=False)
+    candidate = shadow.pop("candidate", None)
+    if candidate:
+        from .shadow import start_shadow
+
+        shadow.pop("new_model", None)
+        start_shadow(name, candidate, tracking_uri=settings.get("tracking_uri"), **shadow)
     return f"http://{host}:{port}{route}"
 
 

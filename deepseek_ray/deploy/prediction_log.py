@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 #: the background thread writes what was appended this often
@@ -63,7 +64,7 @@ class PredictionLog:
         atexit.register(self.close)  # the last records, before the interpreter stops the thread
 
     def append(
-        self, request_id: str, kind: str, output: Sequence[float] | None = None, label: float | None = None
+        self, request_id: str, kind: str, output: Sequence[float] | np.ndarray | None = None, label: float | None = None
     ) -> None:
         """Add one record (it is durable within :data:`DURABLE_WITHIN_MS`)."""
         self._pending.append((request_id, kind, time.time(), output, label))

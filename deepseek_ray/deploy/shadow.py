@@ -49,6 +49,16 @@ def controller_name(name: str) -> str:
     return f"{name}-shadow-controller"
 
 
+def is_live(name: str) -> bool:
+    """Whether the Serve app ``name`` is running on this cluster."""
+    from ray import serve
+
+    try:
+        return name in serve.status().applications
+    except Exception:  # Serve not started
+        return False
+
+
 def live_args(name: str) -> dict[str, Any]:
     """The arguments the live app ``name`` was built with (its replicas keep them)."""
     from ray import serve
