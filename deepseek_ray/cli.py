@@ -9,6 +9,7 @@ cluster, as under ``ray job submit``. Ray's own log lines stay hidden unless ``-
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -71,12 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 def _shadow_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     """``shadow start|status|stop NAME`` and ``promote NAME``: on the cluster where the app runs."""
 
-    def on_app(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def on_app(sub: argparse.ArgumentParser, with_ray: bool = True) -> argparse.ArgumentParser:
         sub.add_argument("name", help="the live Serve app (the experiment's name)")
+        if with_ray:
+            sub.add_argument("--address", help="the Ray cluster serving the app (default: RAY_ADDRESS, else auto)")
+            sub.add_argument("--verbose", action="store_true", help="show Ray's own logs and warnings")
         sub.add_argument("--tracking-uri", help="the MLflow store (default: the one the live app was deployed with)")
         return sub
 
-    shadow = add("shadow", "a candidate in the shadow of a live app", with_file=False)
+    shadow = add("shadow", "a candidate in the shadow of a live app", with_file=False, with_ray=False)
     actions = shadow.add_subparsers(dest="action", required=True)
     start = on_app(actions.add_parser("start", help="mirror a share of the live traffic to a candidate"))
     start.add_argument("candidate", help="an exported .onnx file, a folder holding one, or a models:/ URI")
@@ -86,7 +90,9 @@ def _shadow_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     start.add_argument("--auto-promote", action="store_true", help="promote as soon as the decision says so")
     on_app(actions.add_parser("status", help="mirrored, dropped and labelled counts, both metrics, the decision"))
     on_app(actions.add_parser("stop", help="end the shadow session; the live app is untouched"))
-    promote = on_app(add("promote", "make the shadow candidate live (or --to VERSION: roll back)", with_file=False))
+    promote = on_app(
+        add("promote", "make the shadow candidate live (or --to VERSION: roll back)", with_file=False), with_ray=False
+    )
     promote.add_argument("--to", dest="version", help="a registered version to serve instead (a rollback)")
 
 
@@ -133,7 +139,9 @@ def _on_live_app(args: argparse.Namespace) -> int:
     from .deploy import shadow
     from .runtime import connect
 
-    connect(args.address or "auto", verbose=args.verbose)  # the cluster serving the app, never a new Ray
+    connect(
+        args.address or os.environ.get("RAY_ADDRESS") or "auto", verbose=args.verbose
+    )  # the cluster serving the app, never a new Ray
     if args.command == "promote":
         result = shadow.promote(args.name, args.version, args.tracking_uri)
         previous = f" (was v{result['previous']})" if result["previous"] else ""

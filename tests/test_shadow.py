@@ -211,11 +211,29 @@ def test_mirroring_never_touches_the_live_answer(live, models, store, digits):
     candidate.slow_down_for_drill.remote().result()
 
 
-def test_decision_promotion_under_load_and_rollback(live, models, store, digits):
-    """need_more_data on a few labels, promote for the better candidate (then promoted under steady load with
-    no failed request, ``champion`` moved), keep for a worse one, and a rollback to version 1."""
+def _on_metrics_endpoint(wanted: dict[str, float], timeout: float = 90) -> None:
+    """Until each ``ray_deepseek_ray_shadow_*`` gauge of app ``dig`` shows at least its wanted value."""
+    import ray
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    deadline, seen = time.time() + timeout, {}
+    while time.time() < deadline:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        seen = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("ray_deepseek_ray_shadow_") and 'app="dig"' in line}
+        if all(seen.get(name, -np.inf) >= value for name, value in wanted.items()):
+            return
+        time.sleep(2)
+    pytest.fail(f"the shadow gauges after {timeout:g} s: {seen}, wanted at least {wanted}")
+
+
+def test_decision_promotion_under_load_and_rollback(cluster, live, models, store, digits):
+    """need_more_data on a few labels and promote for the better candidate (the CLI's status and Ray's metrics
+    say so); promoted by the CLI under steady load with no failed request, ``champion`` moved; keep for a worse
+    candidate; a rollback to version 1; then auto_promote promotes the better one again by itself."""
     from deepseek_ray.deploy import promote, shadow_status, start_shadow
     from deepseek_ray.tracking.registry import alias_version
+    from tests.conftest import run_cli
 
     url = live["url"]
     images, labels = digits
@@ -228,13 +246,17 @@ def test_decision_promotion_under_load_and_rollback(live, models, store, digits)
     status = shadow_status("dig")
     assert status["decision"]["verdict"] == "promote", status
     assert status["decision"]["candidate_metric"] > status["decision"]["live_metric"] + 0.5
+    shown = run_cli(["shadow", "status", "dig", "--address", cluster.address], cwd=Path.cwd(), timeout=120)
+    assert shown.returncode == 0 and "promote (on 179 labelled pairs" in shown.stdout, shown.stdout + shown.stderr
+    _on_metrics_endpoint({"ray_deepseek_ray_shadow_labelled": 179, "ray_deepseek_ray_shadow_promote": 1})
 
     with SteadyLoad(url, images[0]) as load:
+        promoted = run_cli(["promote", "dig", "--address", cluster.address], cwd=Path.cwd(), timeout=300)
         time.sleep(1.0)
-        result = promote("dig")
-        time.sleep(1.0)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert load.failures == [] and load.sent > 20, (load.failures[:5], load.sent)
-    assert alias_version("dig", "champion", store) == result["version"] != "1"
+    assert alias_version("dig", "champion", store) == session["version"] != "1"
+    assert alias_version("dig", "challenger", store) is None
     assert _right(url, images[:50], labels[:50]) >= 40  # the trained model answers now
 
     session = start_shadow("dig", models["bad"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
@@ -248,6 +270,19 @@ def test_decision_promotion_under_load_and_rollback(live, models, store, digits)
     assert load.failures == [], load.failures[:5]
     assert alias_version("dig", "champion", store) == "1"
     assert _right(url, images[:50], labels[:50]) < 20  # the untrained model is back
+
+    session = start_shadow("dig", models["good"], fraction=1.0, auto_promote=True, tracking_uri=store,
+                           log_dir=live["log_root"])
+    _wait_mirroring(url, session)
+    with SteadyLoad(url, images[0]) as load:
+        _replay(url, images, labels, "auto")
+        deadline = time.time() + 120
+        while alias_version("dig", "champion", store) != session["version"]:
+            assert time.time() < deadline, "auto_promote did not promote within 120 s"
+            time.sleep(1)
+        time.sleep(1.0)
+    assert load.failures == [], load.failures[:5]
+    assert _right(url, images[:50], labels[:50]) >= 40
 
 
 def test_prediction_log_survives_a_killed_replica(live, models, store, digits):
