@@ -58,6 +58,9 @@ RAYLET_CONFIG = "ray._raylet:Config.initialize"
 # replica's): this is the upload ray.init does, giving URIs any node can fetch.
 UPLOAD_PY_MODULES = "ray._private.runtime_env.py_modules:upload_py_modules_if_needed"
 UPLOAD_WORKING_DIR = "ray._private.runtime_env.working_dir:upload_working_dir_if_needed"
+# A handle's router runs in a thread of its own by default; a replica calling another app on every mirrored
+# request then pays a thread hop and GIL ping-pong per call. This option keeps the router on the caller's loop.
+HANDLE_ROUTER_OPTION = "_run_router_in_separate_loop"
 
 # Ray Train settings we change (Ray Train copies these from the driver's environment to the controller and
 # the workers; a name a later Ray no longer reads is simply ignored). The controller polls workers every 2 s
@@ -298,3 +301,17 @@ def _uploaded(internal: str, key: str, value: Any, *, include_gitignore: bool, o
 
     with tempfile.TemporaryDirectory() as scratch:
         return upload({key: value}, include_gitignore=include_gitignore, scratch_dir=scratch)[key]
+
+
+def on_this_loop(handle: Any) -> Any:
+    """``handle`` (a Serve ``DeploymentHandle`` not yet used) with its router on the running event loop, where
+    this Ray takes the option (``_init(_run_router_in_separate_loop=False)``); as it is otherwise."""
+    try:
+        handle._init(**{HANDLE_ROUTER_OPTION: False})
+    except (
+        AttributeError,
+        TypeError,
+        RuntimeError,
+    ) as err:  # the option moved: the handle keeps Ray's default router thread
+        _warn_once(f"a Serve handle's router stays in its own thread ({err})")
+    return handle

@@ -107,7 +107,7 @@ def test_cli_validate_and_schema(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- kind-specific data keys
-@pytest.mark.parametrize("example", ["quickstart", "tabular", "timeseries", "text_fewshot"])
+@pytest.mark.parametrize("example", ["quickstart", "tabular", "timeseries", "text_fewshot", "shadow"])
 def test_every_example_validates(example, capsys):
     assert main(["validate", str(ROOT / "examples" / f"{example}.yaml")]) == 0
     assert "valid" in capsys.readouterr().out
@@ -489,3 +489,16 @@ def test_cli_validate_refuses_with_one_clear_line(tmp_path, capsys, text, expect
     assert main(["validate", str(write(tmp_path, text))]) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err and len(err) < 600
+
+
+def test_shadow_settings_name_the_field_and_the_allowed_values():
+    from deepseek_ray.config import ConfigError, load
+
+    base = ROOT / "examples" / "shadow.yaml"
+    with pytest.raises(ConfigError, match=r"serve\.shadow\.metric.*accuracy.*rmse"):
+        load(base, {"serve.shadow.metric": "f2"})
+    with pytest.raises(ConfigError, match=r"serve\.shadow\.fraction"):
+        load(base, {"serve.shadow.fraction": 1.5})
+    with pytest.raises(ConfigError, match=r"serve\.model.*models:/NAME@ALIAS"):
+        load(base, {"serve.model": "int9"})
+    assert load(base, {"serve.model": "models:/mnist-shadowed@champion"}).serve.model.endswith("@champion")

@@ -3,7 +3,8 @@ reads its settings at import), and the benchmark's process never imports Ray.
 
 ``RayServeHost`` starts ``python ray_server.py`` with the chosen environment; the child starts a local Ray
 and Serve on 127.0.0.1 and then takes one JSON command per line on stdin (``deploy`` an app built by
-``deepseek_ray.deploy.app.build_app(args)``, ``delete`` it), answering one ``@@``-prefixed JSON line each.
+``deepseek_ray.deploy.app.build_app(args)``, ``delete`` it, start or stop a shadow session),
+answering one ``@@``-prefixed JSON line each.
 On ``stop`` or end of input it shuts Serve and Ray down.
 """
 
@@ -89,6 +90,16 @@ class RayServeHost:
     def delete(self, name: str) -> None:
         self._command({"op": "delete", "name": name})
 
+    def shadow(self, name: str, candidate: str | None, **options: Any) -> None:
+        """Start a shadow session of ``name`` with ``candidate`` (None: stop it)."""
+        if candidate is None:
+            self._command({"op": "shadow_stop", "name": name})
+        else:
+            self._command({"op": "shadow_start", "name": name, "candidate": candidate, "options": options})
+
+    def shadow_counts(self, name: str) -> dict[str, int]:
+        return self._command({"op": "shadow_status", "name": name})["status"]
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -110,6 +121,7 @@ def _child(config: dict[str, Any]) -> None:
     from ray import serve
 
     from deepseek_ray.deploy.app import build_app
+    from deepseek_ray.deploy.shadow import shadow_status, start_shadow, stop_shadow
 
     ray.init(
         num_cpus=config["num_cpus"],
@@ -131,6 +143,14 @@ def _child(config: dict[str, Any]) -> None:
                     serve.run(build_app(args), name=command["name"], route_prefix=command["route"])
                 elif command["op"] == "delete":
                     serve.delete(command["name"])
+                elif command["op"] == "shadow_start":
+                    start_shadow(command["name"], command["candidate"], **command["options"])
+                elif command["op"] == "shadow_stop":
+                    stop_shadow(command["name"])
+                elif command["op"] == "shadow_status":
+                    status = shadow_status(command["name"])
+                    _say({"ok": True, "status": {k: v for k, v in status.items() if isinstance(v, int)}})
+                    continue
                 elif command["op"] == "stop":
                     break
                 _say({"ok": True})

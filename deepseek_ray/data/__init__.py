@@ -19,8 +19,10 @@ from .datasets import (
     from_config,
     kind_options,
     load_dataset,
+    raw_table,
     read_table,
     register_dataset,
+    sample_rows,
     split_indices,
 )
 from .image import ImageKind, image_splits
@@ -68,6 +70,8 @@ __all__ = [
     "kind_metadata",
     "kind_of",
     "load_dataset",
+    "raw_table",
+    "sample_rows",
     "load_tokenizer",
     "one_or_many",
     "mixup",

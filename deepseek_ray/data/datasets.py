@@ -279,19 +279,27 @@ def load_dataset(
     >>> len(splits.train), len(splits.val), len(splits.test), splits.input_shape
     (1438, 180, 179, (1, 8, 8))
     """
-    if name in _REGISTRY:
-        kind, loader = _REGISTRY[name]
-        raw = loader()
-    elif Path(name).suffix in FILE_SUFFIXES:
-        kind, raw = _file_table(name, label, kind)
-    else:
-        raise ValueError(
-            f"data.dataset: unknown dataset {name!r}; registered datasets are "
-            f"{', '.join(available_datasets())}; or a {'/'.join(FILE_SUFFIXES)} file with `label:`"
-        )
+    kind, raw = raw_table(name, label=label, kind=kind)
     if isinstance(raw, Table):
         options = {**raw.options, **options}
     return get_kind(kind).split(name, raw, split, seed, limit, **options)
+
+
+def raw_table(name: str, *, label: str | None = None, kind: str | None = None) -> tuple[str, Any]:
+    """``(kind, what its loader returned)`` for a registered dataset or a file, before any splitting.
+
+    >>> raw_table('rotten_tomatoes')[1].frame.columns.tolist()
+    ['text', 'label']
+    """
+    if name in _REGISTRY:
+        registered, loader = _REGISTRY[name]
+        return registered, loader()
+    if Path(name).suffix in FILE_SUFFIXES:
+        return _file_table(name, label, kind)
+    raise ValueError(
+        f"data.dataset: unknown dataset {name!r}; registered datasets are "
+        f"{', '.join(available_datasets())}; or a {'/'.join(FILE_SUFFIXES)} file with `label:`"
+    )
 
 
 def sample_rows(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:

@@ -365,17 +365,27 @@ class TextPreprocessor:
         self.tokenizer: Any = None  # set by fit_tokenizer
         self.tokenizer_path: str | None = None
 
-    def process(self, source: str | Path | pd.DataFrame, name: str | None = None) -> DatasetSplits:
-        """Read ``source`` (CSV/Parquet/JSONL or a frame), split, augment the training split, tokenise."""
-        frame = read_table(source) if not isinstance(source, pd.DataFrame) else source
+    def split_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, tuple[np.ndarray, ...]]:
+        """The rows :meth:`process` keeps (labelled, de-duplicated) and its train/val/test indices into them:
+        the held-out texts as they were, e.g. to replay them to a served model.
+
+        >>> frame = pd.DataFrame({'text': ['a', 'b', 'B ', 'c'], 'label': ['x', 'y', 'y', 'x']})
+        >>> rows, (train, val, test) = TextPreprocessor(split=(0.34, 0.33, 0.33)).split_rows(frame)
+        >>> len(rows), len(train) + len(val) + len(test)
+        (3, 3)
+        """
         require_columns(frame, [self.text_column, self.label_column], key="text_column/label_column")
         frame = frame[[self.text_column, self.label_column]].dropna()
         if self.deduplicate:
             frame = frame[~frame[self.text_column].str.strip().str.lower().duplicated()]
         frame = frame.reset_index(drop=True)
+        return frame, split_indices(len(frame), self.split, self.seed)
+
+    def process(self, source: str | Path | pd.DataFrame, name: str | None = None) -> DatasetSplits:
+        """Read ``source`` (CSV/Parquet/JSONL or a frame), split, augment the training split, tokenise."""
+        frame, parts = self.split_rows(read_table(source) if not isinstance(source, pd.DataFrame) else source)
         texts = frame[self.text_column].astype(str).tolist()
         y, labels = encode_labels(frame[self.label_column].astype(str))
-        parts = split_indices(len(frame), self.split, self.seed)
         train_texts, train_y, train_rows = self.augment([texts[i] for i in parts[0]], y[parts[0]], parts[0])
         self.fit_tokenizer(train_texts, source)
         encoded = [self.encode(train_texts)] + [self.encode([texts[i] for i in idx]) for idx in parts[1:]]

@@ -87,6 +87,19 @@ def request_parser(meta: dict[str, Any], session: Any, model_path: str | Path) -
     return kind_of(meta).request_parser(meta, input_dtype(session), Path(model_path).parent)
 
 
+def _model_specific(inputs: Any) -> bool:
+    """Whether a request's inputs are text or table rows, which each model parses its own way (its tokenizer,
+    its fitted transform), rather than numbers, which parse the same for any model of the same input shape.
+
+    >>> _model_specific('a review'), _model_specific([{'bill_length_mm': 39.1}]), _model_specific([[0.5, 1.0]])
+    (True, True, False)
+    """
+    first = inputs
+    while isinstance(first, list) and first:
+        first = first[0]
+    return isinstance(first, (str, dict))
+
+
 def _inputs_of(payload: Any) -> Any:
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise BadRequest('the body must be a JSON object with the key "inputs"')
@@ -138,7 +151,7 @@ class ModelServer:
         # A candidate holds its shadow session's settings; a live replica mirrors to the candidate.
         self.shadow = shadow
         self.build_args = build_args or {}
-        self.shadow_traffic = None if shadow is not None else Mirror(name, _replica_id())
+        self.shadow_traffic = None if shadow is not None else Mirror(_replica_context("app_name", name), _replica_id())
         self._mirroring: asyncio.Task | None = None
         self._apply_controller()
 
@@ -183,8 +196,9 @@ class ModelServer:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as err:
             raise HTTPError(400, f"the body is not valid JSON: {err}") from None
-        examples = self.parser(_inputs_of(payload))
-        rows, batch_sizes = await self._infer(examples, request_id)
+        inputs = _inputs_of(payload)
+        examples = self.parser(inputs)
+        rows, batch_sizes = await self._infer(examples, request_id, inputs if _model_specific(inputs) else None)
         answers = [
             {**self.kind.reply(row, self.meta), "batch_size": size} for row, size in zip(rows, batch_sizes, strict=True)
         ]
@@ -212,12 +226,15 @@ class ModelServer:
         return b"".join(chunks)
 
     # ----------------------------------------------------------------------------------- inference
-    async def _infer(self, examples: np.ndarray, request_id: str | None = None) -> tuple[list[np.ndarray], list[int]]:
-        """Model outputs for ``examples``, each with the size of the batch it was computed in; a live replica
-        offers a request with an id to its shadow (after the answer is ready, never delaying it)."""
+    async def _infer(
+        self, examples: np.ndarray, request_id: str | None = None, inputs: Any = None
+    ) -> tuple[list[np.ndarray], list[int]]:
+        """Model outputs for ``examples``, each with the size of the batch it was computed in. A live replica
+        then offers the request to its shadow (never delaying the answer): ``inputs`` as the client sent them
+        when the candidate must parse them itself (text, rows), else the parsed ``examples``."""
         rows, sizes = await self._answer(examples)
         if self.shadow_traffic is not None and request_id is not None:
-            self.shadow_traffic.offer(request_id, examples, rows)
+            self.shadow_traffic.offer(request_id, examples if inputs is None else inputs, rows)
         return rows, sizes
 
     async def _answer(self, examples: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
@@ -314,10 +331,26 @@ class ModelServer:
         return self.controller_state()
 
     # --------------------------------------------------------------------------------- shadow
-    async def mirror(self, examples: np.ndarray) -> np.ndarray:
-        """The candidate's side of shadow traffic (through its handle): outputs for the mirrored examples."""
-        rows, _ = await self._answer(examples)
-        return np.stack(rows)
+    async def mirror(self, requests: list[Any]) -> list[np.ndarray | None]:
+        """The candidate's side of shadow traffic (through its handle): for each mirrored request's inputs, parsed
+        here (a numeric tensor, from the Open Inference Protocol, is taken as it is), the outputs; None for a
+        request this model cannot parse."""
+        parsed: list[np.ndarray | None] = []
+        for inputs in requests:
+            try:
+                numeric = isinstance(inputs, np.ndarray) and inputs.dtype.kind in "iuf"
+                parsed.append(self.parser.numbers(inputs) if numeric else self.parser(inputs))
+            except BadRequest:
+                parsed.append(None)
+        examples = [p for p in parsed if p is not None]
+        if not examples:
+            return [None] * len(parsed)
+        rows, _ = await self._answer(np.concatenate(examples))
+        outputs, start = [], 0
+        for p in parsed:
+            outputs.append(None if p is None else np.stack(rows[start : start + len(p)]))
+            start += 0 if p is None else len(p)
+        return outputs
 
     def shadow_settings(self) -> dict[str, Any] | None:
         """The candidate's shadow session (fraction, max_in_flight, timeout_s, log_dir, model, version, ...);
@@ -334,7 +367,9 @@ class ModelServer:
 
     async def _feedback(self, request: Request) -> Response:
         """``POST {route}/feedback``: ground truth by request id, ``{"request_id": ..., "label": ...}`` or
-        ``{"labels": [{"request_id": ..., "label": ...}, ...]}``; all or none are recorded."""
+        ``{"labels": [{"request_id": ..., "label": ...}, ...]}``. Labels of ids the log holds are recorded, the
+        others listed (a client labels every request it sent; only the mirrored share is in the log); 404 when
+        none is there."""
         if request.method != "POST":
             raise HTTPError(405, "POST labels to /feedback")
         mirror = self.shadow_traffic
@@ -355,15 +390,16 @@ class ModelServer:
             )
         ids = [item["request_id"] for item in items]
         labels = [self._label_value(item["label"]) for item in items]
-        unknown = await mirror.unknown(ids)
-        if unknown:
+        unknown = set(await mirror.unknown(ids))
+        if len(unknown) == len(ids):
+            shown = ", ".join(sorted(unknown)[:5]) + (" ..." if len(unknown) > 5 else "")
             raise HTTPError(
                 404,
-                f"{len(unknown)} request id(s) are not in the shadow log (not mirrored, or not served here): "
-                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; nothing was recorded",
+                f"not in the shadow log (not mirrored, or from before this session): {shown}; nothing was recorded",
             )
-        mirror.label(ids, labels)
-        return json_response({"recorded": len(ids)})
+        known = [(i, label) for i, label in zip(ids, labels, strict=True) if i not in unknown]
+        mirror.label([i for i, _ in known], [label for _, label in known])
+        return json_response({"recorded": len(known), "not_mirrored": sorted(unknown)})
 
     def _label_value(self, label: Any) -> float:
         """A label as the log keeps it: a class index (from the index or the class name), or the target."""
@@ -471,7 +507,7 @@ class ModelServer:
         if datatype != declared[name]["datatype"]:
             raise BadRequest(f"input {name!r} is {datatype}; this model takes {declared[name]['datatype']}")
         if name == "text":
-            return self.parser(tensor)
+            return self.parser(tensor)  # strings: a candidate parses them with its own tokenizer
         if list(shape[1:]) != list(self.parser.example_shape):
             wanted = ", ".join(map(str, self.parser.example_shape))
             raise BadRequest(f"input {name!r} has shape {shape}; this model takes [n, {wanted}]")
@@ -490,11 +526,19 @@ class ModelServer:
         return {name: outputs[name] for name in wanted}
 
 
+def _replica_context(field: str, otherwise: str) -> str:
+    """A field of this replica's Serve context (``app_name``, ...), or ``otherwise`` outside Serve."""
+    try:
+        return str(getattr(serve.get_replica_context(), field))
+    except Exception:  # outside Serve (a test building the class directly)
+        return otherwise
+
+
 def _replica_id() -> str:
     """This replica's id in Serve (names its prediction log file)."""
     try:
         return serve.get_replica_context().replica_id.unique_id
-    except Exception:  # outside Serve (a test building the class directly)
+    except Exception:
         return uuid.uuid4().hex[:8]
 
 

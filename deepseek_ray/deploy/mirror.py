@@ -4,8 +4,9 @@ The candidate is its own Serve app (``<name>-shadow``), so starting, changing or
 live replicas: each live replica asks it for the shadow session's settings every :data:`SETTINGS_REFRESH_S`
 (fraction, in-flight bound, the session's log folder) and mirrors accordingly. A request is chosen by a hash of
 its id (the same id is always chosen or not, whichever replica serves it). The live answer is sent first; the
-candidate's call runs as a task of its own with at most ``max_in_flight`` examples out at once: beyond that, or
-when the candidate does not answer within ``timeout_s``, the example is dropped and counted. Both answers, the
+mirrored requests of each :data:`MIRROR_WINDOW_S` go to the candidate in one call, a task of its own, with at
+most ``max_in_flight`` examples out at once: beyond that, or when the candidate does not answer within
+``timeout_s``, the examples are dropped and counted. Both answers, the
 drops and the candidate's errors go to the replica's :class:`~deepseek_ray.deploy.prediction_log.PredictionLog`
 by request id; ``/feedback`` adds the labels there.
 
@@ -28,6 +29,10 @@ from .prediction_log import DURABLE_WITHIN_MS, PredictionLog, request_ids
 
 #: how often a live replica reads the shadow session's settings from the candidate's app
 SETTINGS_REFRESH_S = 1.0
+#: a live replica sends what it mirrored in this window to the candidate in one call
+MIRROR_WINDOW_S = 0.1
+#: ... or as soon as this many examples wait
+MIRROR_BATCH = 32
 logger = logging.getLogger(__name__)
 
 
@@ -67,6 +72,8 @@ class Mirror:
         self.counts = {"mirrored": 0, "answered": 0, "dropped": 0, "candidate_errors": 0}
         self.known: set[str] = set()  # ids this replica logged (the rest are looked up in the session's folder)
         self._tasks: set[asyncio.Task] = set()
+        self._pending: list[tuple[list[str], Any]] = []  # this window's mirrored requests: (ids, inputs)
+        self._sender: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------------------- settings
     async def keep_settings(self) -> None:
@@ -80,7 +87,9 @@ class Mirror:
 
         try:
             if self.handle is None:
-                self.handle = await asyncio.to_thread(serve.get_app_handle, self.app)
+                from ..ray_compat import on_this_loop
+
+                self.handle = on_this_loop(await asyncio.to_thread(serve.get_app_handle, self.app))
             settings = await asyncio.wait_for(self.handle.shadow_settings.remote(), timeout=5.0)
         except Exception:  # no shadow app (yet, or any more), or it is being replaced
             self.handle, settings = None, None
@@ -96,12 +105,13 @@ class Mirror:
         self.settings = settings
 
     # ---------------------------------------------------------------------------------- mirror
-    def offer(self, request_id: str, examples: np.ndarray, rows: list[np.ndarray]) -> None:
-        """After the live answer: hand ``examples`` to the candidate if the request is chosen and there is room."""
+    def offer(self, request_id: str, inputs: Any, rows: list[np.ndarray]) -> None:
+        """After the live answer (``rows``, one per example): hand the request's ``inputs`` to the candidate if
+        the request is chosen and there is room."""
         settings, log = self.settings, self.log
         if settings is None or log is None or not chosen(request_id, float(settings["fraction"])):
             return
-        ids = example_ids(request_id, len(examples))
+        ids = example_ids(request_id, len(rows))
         if self.in_flight + len(ids) > int(settings["max_in_flight"]):
             for example_id in ids:
                 log.append(example_id, "dropped")
@@ -112,28 +122,43 @@ class Mirror:
         self.known.update(ids)
         self.in_flight += len(ids)
         self.counts["mirrored"] += len(ids)
-        task = asyncio.create_task(self._ask(ids, examples, float(settings["timeout_s"]), log))
+        self._pending.append((ids, inputs))
+        if sum(len(i) for i, _ in self._pending) >= MIRROR_BATCH:
+            if self._sender is not None:
+                self._sender.cancel()
+            self._send(settings, log)
+        elif self._sender is None:  # the first request of a window: the window's call goes out when it ends
+            self._sender = asyncio.get_running_loop().call_later(MIRROR_WINDOW_S, self._send, settings, log)
+
+    def _send(self, settings: dict[str, Any], log: PredictionLog) -> None:
+        """One handle call for the window's mirrored requests (a call costs the live replica far more than an
+        example does)."""
+        batch, self._pending, self._sender = self._pending, [], None
+        task = asyncio.create_task(self._ask(batch, float(settings["timeout_s"]), log))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _ask(self, ids: list[str], examples: np.ndarray, timeout_s: float, log: PredictionLog) -> None:
+    async def _ask(self, batch: list[tuple[list[str], Any]], timeout_s: float, log: PredictionLog) -> None:
+        count = sum(len(ids) for ids, _ in batch)
         try:
-            outputs = await asyncio.wait_for(self.handle.mirror.remote(examples), timeout_s)
+            answers = await asyncio.wait_for(self.handle.mirror.remote([inputs for _, inputs in batch]), timeout_s)
         except TimeoutError:
-            for example_id in ids:
-                log.append(example_id, "dropped")
-            self.counts["dropped"] += len(ids)
+            answers = ["dropped"] * len(batch)
         except Exception as err:  # the candidate's failure is counted, never the live answer's
-            for example_id in ids:
-                log.append(example_id, "candidate_error")
-            self.counts["candidate_errors"] += len(ids)
-            logger.debug("the candidate failed on %s: %s", ids[0], err)
-        else:
-            for example_id, row in zip(ids, outputs, strict=True):
-                log.append(example_id, "candidate", row)
-            self.counts["answered"] += len(ids)
+            logger.debug("the candidate failed: %s", err)
+            answers = [None] * len(batch)
         finally:
-            self.in_flight -= len(ids)
+            self.in_flight -= count
+        for (ids, _), outputs in zip(batch, answers, strict=True):
+            if isinstance(outputs, np.ndarray) and len(outputs) == len(ids):
+                for example_id, row in zip(ids, outputs, strict=True):
+                    log.append(example_id, "candidate", row)
+                self.counts["answered"] += len(ids)
+            else:
+                kind = "dropped" if isinstance(outputs, str) else "candidate_error"
+                for example_id in ids:
+                    log.append(example_id, kind)
+                self.counts["dropped" if kind == "dropped" else "candidate_errors"] += len(ids)
 
     # -------------------------------------------------------------------------------- feedback
     async def unknown(self, ids: list[str]) -> list[str]:
@@ -155,6 +180,8 @@ class Mirror:
             self.log.append(example_id, "label", label=label)
 
     def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
         for task in self._tasks:
             task.cancel()
         if self.log is not None:

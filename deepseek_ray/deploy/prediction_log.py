@@ -1,10 +1,12 @@
 """The prediction log of shadow traffic: what the live model and the candidate answered, and the labels.
 
 One Arrow IPC stream file per live replica (one writer each, no locks), in the shadow session's folder on the
-run's storage path (a local or shared disk). Records are buffered in memory and written, flushed and
-``fsync``-ed by a background thread every :data:`FLUSH_MS`; a record is durable at most
-:data:`DURABLE_WITHIN_MS` after it was appended (the kill test checks this bound). A reader takes every file in
-the folder, and stops at a truncated last batch (a killed writer's).
+run's storage path (a local or shared disk). Records are buffered in memory and written by the replica's own
+event loop :data:`FLUSH_MS` after the first of them (no thread: a thread waking to write would take the GIL
+from the serving loop). A record is in the operating system's hands, so it outlives the replica's process,
+at most :data:`DURABLE_WITHIN_MS` after it was appended (the kill test checks this bound), and on disk
+(``fsync``, so it outlives the machine) within :data:`FSYNC_S`. A reader takes every file in the folder, and
+stops at a truncated last batch.
 
 Records: ``request_id``, ``kind`` (``live``, ``candidate``, ``candidate_error``, ``dropped``, ``label``), ``time``
 (seconds since the epoch), ``output`` (the model's output row: probabilities, or the prediction) and ``label``.
@@ -20,9 +22,10 @@ Records: ``request_id``, ``kind`` (``live``, ``candidate``, ``candidate_error``,
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +33,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-#: the background thread writes what was appended this often
-FLUSH_MS = 20.0
-#: a record is on disk (written, flushed, fsync-ed) at most this long after it was appended
+#: the event loop writes what was appended this long after the first record of a batch
+FLUSH_MS = 50.0
+#: a record outlives the replica's process (written to the OS) at most this long after it was appended
 DURABLE_WITHIN_MS = 100.0
+#: ... and is on disk (fsync) within this
+FSYNC_S = 1.0
 SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
@@ -48,7 +54,8 @@ KINDS = ("live", "candidate", "candidate_error", "dropped", "label")
 
 
 class PredictionLog:
-    """An append-only log file for one writer: ``append`` is cheap (a list append), writing is batched."""
+    """An append-only log file for one writer: ``append`` is cheap (a list append), writing is batched. Inside
+    an event loop the writes schedule themselves; elsewhere the caller calls :meth:`flush`."""
 
     def __init__(self, folder: str | Path, writer: str, flush_ms: float = FLUSH_MS):
         self.folder = Path(folder)
@@ -57,54 +64,62 @@ class PredictionLog:
         self._file = open(self.path, "wb")  # noqa: SIM115 - held open for the replica's life
         self._writer = pa.ipc.new_stream(self._file, SCHEMA)
         self._pending: list[tuple[str, str, float, Any, float | None]] = []
-        self._lock = threading.Lock()  # one flush at a time (the thread's, or an explicit one)
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._flush_every, args=(flush_ms / 1000,), daemon=True)
-        self._thread.start()
-        atexit.register(self.close)  # the last records, before the interpreter stops the thread
+        self._flush_s = flush_ms / 1000
+        self._timer: asyncio.TimerHandle | None = None
+        self._synced = time.monotonic()
+        atexit.register(self.close)  # the last records, when the process ends normally
 
     def append(
         self, request_id: str, kind: str, output: Sequence[float] | np.ndarray | None = None, label: float | None = None
     ) -> None:
-        """Add one record (it is durable within :data:`DURABLE_WITHIN_MS`)."""
+        """Add one record (it outlives the process within :data:`DURABLE_WITHIN_MS`)."""
         self._pending.append((request_id, kind, time.time(), output, label))
+        if self._timer is None:
+            with contextlib.suppress(RuntimeError):  # no event loop: the caller flushes
+                self._timer = asyncio.get_running_loop().call_later(self._flush_s, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._timer = None
+        self.flush()
+        if time.monotonic() - self._synced > FSYNC_S:
+            self._synced = time.monotonic()
+            asyncio.get_running_loop().run_in_executor(None, self._sync)
 
     def flush(self) -> None:
-        """Write, flush and fsync what was appended so far."""
-        with self._lock:
-            records, self._pending = self._pending, []  # a swap: appends meanwhile go to the new list
-            if not records or self._file.closed:
-                return
-            ids, kinds, times, outputs, labels = zip(*records, strict=True)
-            batch = pa.record_batch(
-                [
-                    pa.array(ids, pa.string()),
-                    pa.array(kinds, pa.string()),
-                    pa.array(times, pa.float64()),
-                    pa.array(outputs, pa.list_(pa.float32())),
-                    pa.array(labels, pa.float64()),
-                ],
-                schema=SCHEMA,
-            )
-            self._writer.write_batch(batch)
-            self._file.flush()
+        """Write what was appended so far (to the OS: it outlives the process)."""
+        records, self._pending = self._pending, []
+        if not records or self._file.closed:
+            return
+        ids, kinds, times, outputs, labels = zip(*records, strict=True)
+        batch = pa.record_batch(
+            [
+                pa.array(ids, pa.string()),
+                pa.array(kinds, pa.string()),
+                pa.array(times, pa.float64()),
+                pa.array(outputs, pa.list_(pa.float32())),
+                pa.array(labels, pa.float64()),
+            ],
+            schema=SCHEMA,
+        )
+        self._writer.write_batch(batch)
+        self._file.flush()
+
+    def _sync(self) -> None:
+        if not self._file.closed:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Write what is left and close the file (again: nothing happens)."""
-        if self._closed.is_set():
+        """Write what is left, fsync and close the file (again: nothing happens)."""
+        if self._file.closed:
             return
-        self._closed.set()
-        self._thread.join()
+        if self._timer is not None:
+            self._timer.cancel()
         self.flush()
-        with self._lock:
-            self._writer.close()
-            self._file.close()
+        self._writer.close()
+        self._file.flush()
+        self._sync()
+        self._file.close()
         atexit.unregister(self.close)
-
-    def _flush_every(self, interval_s: float) -> None:
-        while not self._closed.wait(interval_s):
-            self.flush()
 
 
 def read_log(folder: str | Path) -> pa.Table:
@@ -129,8 +144,8 @@ def _read_file(path: Path) -> list[pa.RecordBatch]:
 def request_ids(folder: str | Path, kind: str = "live") -> set[str]:
     """The request ids with a record of ``kind`` in the folder."""
     table = read_log(folder)
-    mask = pa.compute.equal(table.column("kind"), kind)
+    mask = pc.equal(table.column("kind"), kind)
     return set(table.filter(mask).column("request_id").to_pylist())
 
 
-__all__ = ["DURABLE_WITHIN_MS", "FLUSH_MS", "KINDS", "PredictionLog", "read_log", "request_ids"]
+__all__ = ["DURABLE_WITHIN_MS", "FLUSH_MS", "FSYNC_S", "KINDS", "PredictionLog", "read_log", "request_ids"]

@@ -39,7 +39,7 @@ from .mirror import shadow_app_name
 from .prediction_log import read_log
 
 #: how often the controller reads the log, updates the metrics and (auto_promote) decides
-CONTROLLER_PERIOD_S = 2.0
+CONTROLLER_PERIOD_S = 5.0
 #: seconds a redeploy may take before promotion gives up (the live app keeps its model)
 DEPLOY_TIMEOUT_S = 300.0
 NAMESPACE = "deepseek_ray"  # the controllers' namespace, whichever namespace the caller's driver has
@@ -59,24 +59,37 @@ def is_live(name: str) -> bool:
         return False
 
 
-def live_args(name: str) -> dict[str, Any]:
-    """The arguments the live app ``name`` was built with (its replicas keep them)."""
+_HANDLES: dict[str, Any] = {}
+
+
+def app_handle(app: str) -> Any:
+    """A handle to the Serve app ``app``, one per process: each new handle is a router of its own that polls
+    Serve's controller for as long as the process lives. A ``ValueError`` when the app is not running."""
     from ray import serve
 
     try:
-        handle = serve.get_app_handle(name)
+        serve.status().applications[app]  # the app exists (a cached handle outlives a deleted app)
+        if app not in _HANDLES:
+            _HANDLES[app] = serve.get_app_handle(app)
     except Exception as err:
+        raise ValueError(f"no Serve app {app!r} is running") from err
+    return _HANDLES[app]
+
+
+def live_args(name: str) -> dict[str, Any]:
+    """The arguments the live app ``name`` was built with (its replicas keep them)."""
+    try:
+        handle = app_handle(name)
+    except ValueError as err:
         raise ValueError(f"no Serve app {name!r} is running: deploy the live model first") from err
     return dict(handle.deployed_with.remote().result())
 
 
 def session_settings(name: str) -> dict[str, Any]:
     """The running shadow session of ``name`` (its candidate app's settings)."""
-    from ray import serve
-
     try:
-        handle = serve.get_app_handle(shadow_app_name(name))
-    except Exception as err:
+        handle = app_handle(shadow_app_name(name))
+    except ValueError as err:
         raise ValueError(f"no shadow session is running for {name!r} (start one with start_shadow)") from err
     return dict(handle.shadow_settings.remote().result())
 
