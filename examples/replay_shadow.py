@@ -60,18 +60,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many held-out examples")
     opts = parser.parse_args()
 
-    import ray
-
     from deepseek_ray.cli import render_status
     from deepseek_ray.config import load
     from deepseek_ray.deploy import shadow_status
+    from deepseek_ray.runtime import connect
 
     cfg = load(opts.config)
     url = opts.url or f"http://{cfg.serve.host}:{cfg.serve.port}{cfg.serve.route}"
     examples, labels = held_out(opts.config)
     examples, labels = examples[: opts.limit], labels[: opts.limit]
     print(f"{len(examples)} held-out examples of {cfg.data.dataset} to {url}", flush=True)
-    ray.init(address=opts.address, log_to_driver=False, logging_level="ERROR")
+    connect(opts.address)  # the cluster serving the app, Ray's own log lines hidden
     started, status = time.time(), None
     with requests.Session() as http, ThreadPoolExecutor(opts.concurrency) as pool:
         for start in range(0, len(examples), opts.batch):

@@ -632,7 +632,11 @@ def tracking_uri_of(uri: str | None = None) -> str:
 
 def local_model_path(model_path: str, tracking_uri: str | None = None) -> str:
     """A model path serving can ship: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` read from the
-    registry; a file or URI as it is."""
+    registry; a file or URI as it is.
+
+    >>> local_model_path('runs/mnist/export/model.onnx')
+    'runs/mnist/export/model.onnx'
+    """
     from ..tracking.registry import is_registry_uri, resolve_model
 
     if not is_registry_uri(model_path):

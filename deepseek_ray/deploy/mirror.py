@@ -60,7 +60,11 @@ def example_ids(request_id: str, count: int) -> list[str]:
 
 
 class Mirror:
-    """One live replica's mirroring: the session's settings, the candidate's handle, the log, the counts."""
+    """One live replica's mirroring: the session's settings, the candidate's handle, the log, the counts.
+
+    >>> Mirror('mnist', 'replica-1').app
+    'mnist-shadow'
+    """
 
     def __init__(self, name: str, writer: str):
         self.app = shadow_app_name(name)

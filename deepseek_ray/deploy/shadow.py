@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime import hush
 from ..tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -46,11 +47,20 @@ NAMESPACE = "deepseek_ray"  # the controllers' namespace, whichever namespace th
 
 
 def controller_name(name: str) -> str:
+    """The detached actor that watches ``name``'s shadow session (in :data:`NAMESPACE`).
+
+    >>> controller_name('mnist')
+    'mnist-shadow-controller'
+    """
     return f"{name}-shadow-controller"
 
 
 def is_live(name: str) -> bool:
-    """Whether the Serve app ``name`` is running on this cluster."""
+    """Whether the Serve app ``name`` is running on this cluster.
+
+    >>> is_live('mnist')  # doctest: +SKIP
+    True
+    """
     from ray import serve
 
     try:
@@ -64,20 +74,29 @@ _HANDLES: dict[str, Any] = {}
 
 def app_handle(app: str) -> Any:
     """A handle to the Serve app ``app``, one per process: each new handle is a router of its own that polls
-    Serve's controller for as long as the process lives. A ``ValueError`` when the app is not running."""
+    Serve's controller for as long as the process lives. A ``ValueError`` when the app is not running.
+
+    >>> app_handle('mnist').deployed_with.remote().result()['route']  # doctest: +SKIP
+    '/mnist'
+    """
     from ray import serve
 
     try:
         serve.status().applications[app]  # the app exists (a cached handle outlives a deleted app)
         if app not in _HANDLES:
             _HANDLES[app] = serve.get_app_handle(app)
+            hush()  # Serve sets its loggers up again when a process first reaches it
     except Exception as err:
         raise ValueError(f"no Serve app {app!r} is running") from err
     return _HANDLES[app]
 
 
 def live_args(name: str) -> dict[str, Any]:
-    """The arguments the live app ``name`` was built with (its replicas keep them)."""
+    """The arguments the live app ``name`` was built with (its replicas keep them).
+
+    >>> live_args('mnist')['model_path']  # doctest: +SKIP
+    'models:/mnist@champion'
+    """
     try:
         handle = app_handle(name)
     except ValueError as err:
@@ -86,7 +105,11 @@ def live_args(name: str) -> dict[str, Any]:
 
 
 def session_settings(name: str) -> dict[str, Any]:
-    """The running shadow session of ``name`` (its candidate app's settings)."""
+    """The running shadow session of ``name`` (its candidate app's settings).
+
+    >>> session_settings('mnist')['fraction']  # doctest: +SKIP
+    0.1
+    """
     try:
         handle = app_handle(shadow_app_name(name))
     except ValueError as err:
@@ -95,7 +118,11 @@ def session_settings(name: str) -> dict[str, Any]:
 
 
 def candidate_model(candidate: str | Path) -> str:
-    """An exported file, an export or run folder (its ``model.onnx``), or a ``models:/`` URI, as a model path."""
+    """An exported file, an export or run folder (its ``model.onnx``), or a ``models:/`` URI, as a model path.
+
+    >>> candidate_model('models:/mnist/2')
+    'models:/mnist/2'
+    """
     if is_registry_uri(candidate) or "://" in str(candidate):
         return str(candidate)
     path = Path(candidate)
@@ -163,12 +190,16 @@ def start_shadow(
     }
     candidate_args = {**args, "model_path": model, "tracking_uri": store, "shadow_session": session}
     serve.run(build_app(candidate_args), name=shadow_app_name(name), route_prefix=None, blocking=False)
+    hush()
     _start_controller(name)
     return {"app": shadow_app_name(name), **session}
 
 
 def stop_shadow(name: str) -> None:
-    """End ``name``'s shadow session: the candidate's app and the controller go; the live app is untouched."""
+    """End ``name``'s shadow session: the candidate's app and the controller go; the live app is untouched.
+
+    >>> stop_shadow('mnist')  # doctest: +SKIP
+    """
     import ray
     from ray import serve
 
@@ -181,7 +212,17 @@ def stop_shadow(name: str) -> None:
 # ------------------------------------------------------------------------------------------ status
 def session_pairs(folder: str | Path) -> dict[str, Any]:
     """From a session's log: the counts, and the labelled pairs in the order their labels came
-    (``live``, ``candidate``: output rows; ``labels``)."""
+    (``live``, ``candidate``: output rows; ``labels``).
+
+    >>> import tempfile
+    >>> from deepseek_ray.deploy.prediction_log import PredictionLog
+    >>> log = PredictionLog(folder := tempfile.mkdtemp(), 'r')
+    >>> log.append('a', 'live', [0.9, 0.1]); log.append('a', 'candidate', [0.2, 0.8]); log.append('a', 'label', label=1)
+    >>> log.append('b', 'dropped'); log.close()
+    >>> pairs = session_pairs(folder)
+    >>> pairs['mirrored'], pairs['dropped'], pairs['paired'], pairs['labels'].tolist()
+    (1, 1, 1, [1.0])
+    """
     table = read_log(folder).to_pydict()
     live: dict[str, Any] = {}
     answers: dict[str, Any] = {}
@@ -217,7 +258,12 @@ def session_pairs(folder: str | Path) -> dict[str, Any]:
 
 
 def compare(pairs: dict[str, Any], metric: str, threshold: float, alpha: float) -> dict[str, Any]:
-    """The evaluator's decision over the labelled pairs (in label order: the online, anytime-valid test)."""
+    """The evaluator's decision over the labelled pairs (in label order: the online, anytime-valid test).
+
+    >>> pairs = {'live': np.eye(2)[[0, 0]], 'candidate': np.eye(2)[[1, 0]], 'labels': np.array([1.0, 0.0])}
+    >>> compare(pairs, 'accuracy', 0.0, 0.05)['verdict']
+    'need_more_data'
+    """
     from ..eval import ShadowModeEvaluator
 
     evaluator = ShadowModeEvaluator(metric=metric, threshold=threshold, alpha=alpha)
@@ -232,7 +278,11 @@ def compare(pairs: dict[str, Any], metric: str, threshold: float, alpha: float) 
 
 
 def shadow_status(name: str) -> dict[str, Any]:
-    """How ``name``'s shadow session stands: the counts, agreement, both metrics, the interval and the decision."""
+    """How ``name``'s shadow session stands: the counts, agreement, both metrics, the interval and the decision.
+
+    >>> shadow_status('mnist')['labelled']  # doctest: +SKIP
+    179
+    """
     settings = session_settings(name)
     pairs = session_pairs(settings["log_dir"])
     decision = compare(pairs, settings["metric"], settings["threshold"], settings["alpha"])
@@ -250,9 +300,13 @@ def shadow_status(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------- promotion
 def promote(name: str, to_version: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
     """Make the shadow candidate live (``to_version``: that registered version instead, a rollback), without
-    dropping a request; then move ``champion`` to it. Returns ``{app, version, previous}``."""
+    dropping a request; then move ``champion`` to it. Returns ``{app, version, previous}``.
+
+    >>> promote('mnist', to_version='1')  # doctest: +SKIP
+    {'app': 'mnist', 'version': '1', 'previous': '2'}
+    """
     args = live_args(name)
-    store = tracking_uri_of_live(args, tracking_uri)
+    store = _tracking_uri_of_live(args, tracking_uri)
     registry_name = args.get("registered_model") or name
     session = None
     if to_version is None:
@@ -272,20 +326,24 @@ def promote(name: str, to_version: str | None = None, tracking_uri: str | None =
     return {"app": name, "version": version, "previous": previous}
 
 
-def tracking_uri_of_live(args: dict[str, Any], tracking_uri: str | None) -> str:
+def _tracking_uri_of_live(args: dict[str, Any], tracking_uri: str | None) -> str:
     from .app import tracking_uri_of
 
     return tracking_uri_of(tracking_uri or args.get("tracking_uri"))
 
 
 def redeploy(name: str, args: dict[str, Any]) -> None:
-    """Deploy ``name`` again with ``args`` and wait until its new replicas serve (the old ones serve meanwhile)."""
+    """Deploy ``name`` again with ``args`` and wait until its new replicas serve (the old ones serve meanwhile).
+
+    >>> redeploy('mnist', {**live_args('mnist'), 'model_path': 'models:/mnist/2'})  # doctest: +SKIP
+    """
     from ray import serve
     from ray.serve.schema import ApplicationStatus
 
     from .app import build_app
 
     serve.run(build_app(args), name=name, route_prefix=args.get("route"), blocking=False)
+    hush()
     deadline = time.monotonic() + DEPLOY_TIMEOUT_S
     while time.monotonic() < deadline:
         status = serve.status().applications[name]
@@ -313,7 +371,10 @@ def _start_controller(name: str) -> None:
 
 class ShadowController:
     """The one process that watches a session: Ray metrics from its log and, with ``auto_promote``, the
-    promotion (the only writer of the registry besides the CLI)."""
+    promotion (the only writer of the registry besides the CLI). :func:`start_shadow` starts it.
+
+    >>> ray.get_actor(controller_name('mnist'), namespace=NAMESPACE).status.remote()  # doctest: +SKIP
+    """
 
     def __init__(self, name: str, period_s: float = CONTROLLER_PERIOD_S):
         import threading
