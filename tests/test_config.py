@@ -266,7 +266,9 @@ def test_json_schema_enums_come_from_the_registries():
     assert defs["ExportConfig"]["properties"]["formats"]["items"]["enum"] == EXPORT_FORMATS.names()
     assert defs["TrainConfig"]["properties"]["compile"]["anyOf"][1]["enum"] == COMPILE_MODES.names()
     assert defs["DataConfig"]["properties"]["kind"]["anyOf"][0]["enum"] == KINDS.names()
-    assert defs["ServeConfig"]["properties"]["model"]["enum"] == ["onnx", "int8_dynamic", "int8_static", "int4"]
+    served = defs["ServeConfig"]["properties"]["model"]["anyOf"]
+    assert served[0]["enum"] == ["onnx", "int8_dynamic", "int8_static", "int4"]
+    assert served[1]["pattern"] == "^models:/.+"  # or a registered version
 
 
 def test_a_plugin_registered_value_is_allowed():

@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -923,7 +924,13 @@ class ServeConfig(Section):
         description="Serve's HTTP ingress on the embedded Ray: its proxy, or the HAProxy ingress (3-4x faster "
         "here; its replicas listen on every interface). A cluster sets it where Ray starts (cluster.yaml).",
     )
-    model: Annotated[str, AfterValidator(_served_model)] = Field(
+    model: Annotated[
+        str,
+        AfterValidator(_served_model),
+        WithJsonSchema(
+            {"anyOf": [{"enum": ["onnx", *QUANTIZE_METHODS]}, {"type": "string", "pattern": "^models:/.+"}]}
+        ),
+    ] = Field(
         "onnx",
         description="What the endpoint serves: the fp32 ONNX model, one of export.quantize's variants, or a "
         "registered version (models:/NAME@champion).",
