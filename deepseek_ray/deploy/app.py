@@ -490,7 +490,8 @@ class ModelServer:
             body, None if header is None else int(header), max_elements=self.limits["max_examples"] * size
         )
         examples = self._v2_examples(infer)
-        rows, _ = await self._infer(examples, request_id)
+        # text goes to a shadow candidate as sent (its tokenizer may differ); a tensor as parsed
+        rows, _ = await self._infer(examples, request_id, infer.inputs.get("text"))
         outputs = self._v2_outputs(np.stack(rows), infer.outputs)
         content, headers = protocol.encode_infer_response(
             self.name, outputs, request_id=infer.id, model_version="1", binary=infer.binary_for(outputs)
