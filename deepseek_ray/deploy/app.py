@@ -151,7 +151,11 @@ class ModelServer:
         # A candidate holds its shadow session's settings; a live replica mirrors to the candidate.
         self.shadow = shadow
         self.build_args = build_args or {}
-        self.shadow_traffic = None if shadow is not None else Mirror(_replica_context("app_name", name), _replica_id())
+        self.shadow_traffic = (
+            None
+            if shadow is not None
+            else Mirror(_replica_context("app_name", name), _replica_context("replica_tag", uuid.uuid4().hex[:8]))
+        )
         self._mirroring: asyncio.Task | None = None
         self._apply_controller()
 
@@ -528,19 +532,11 @@ class ModelServer:
 
 
 def _replica_context(field: str, otherwise: str) -> str:
-    """A field of this replica's Serve context (``app_name``, ...), or ``otherwise`` outside Serve."""
+    """A field of this replica's Serve context (``app_name``, ``replica_tag``), or ``otherwise`` outside Serve."""
     try:
         return str(getattr(serve.get_replica_context(), field))
     except Exception:  # outside Serve (a test building the class directly)
         return otherwise
-
-
-def _replica_id() -> str:
-    """This replica's id in Serve (names its prediction log file)."""
-    try:
-        return serve.get_replica_context().replica_id.unique_id
-    except Exception:
-        return uuid.uuid4().hex[:8]
 
 
 def _version() -> str:

@@ -200,11 +200,9 @@ def stop_shadow(name: str) -> None:
 
     >>> stop_shadow('mnist')  # doctest: +SKIP
     """
-    import ray
     from ray import serve
 
-    with contextlib.suppress(Exception):
-        ray.kill(ray.get_actor(controller_name(name), namespace=NAMESPACE))
+    _kill_controller(name)
     with contextlib.suppress(Exception):
         serve.delete(shadow_app_name(name))
 
@@ -358,11 +356,17 @@ def redeploy(name: str, args: dict[str, Any]) -> None:
 
 
 # -------------------------------------------------------------------------------------- controller
+def _kill_controller(name: str) -> None:
+    import ray
+
+    with contextlib.suppress(Exception):  # none is running
+        ray.kill(ray.get_actor(controller_name(name), namespace=NAMESPACE))
+
+
 def _start_controller(name: str) -> None:
     import ray
 
-    with contextlib.suppress(Exception):  # one per session: a new session gets a fresh controller
-        ray.kill(ray.get_actor(controller_name(name), namespace=NAMESPACE))
+    _kill_controller(name)  # one per session: a new session gets a fresh controller
     controller = ray.remote(num_cpus=0)(ShadowController).options(
         name=controller_name(name), namespace=NAMESPACE, lifetime="detached", max_restarts=-1
     )

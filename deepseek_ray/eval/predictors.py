@@ -212,24 +212,8 @@ def _from_mlflow(uri: str, tracking_uri: str | None) -> Predictor:
 
 
 def _registry_source(uri: str, tracking_uri: str) -> str:
-    """Where a ``models:/name/3`` or ``models:/name@alias`` lives, asked of ``tracking_uri``'s registry.
+    """Where a ``models:/name/3`` or ``models:/name@alias`` lives, asked of ``tracking_uri``'s registry
+    (:func:`deepseek_ray.tracking.registry.download_uri`); any other MLflow URI as it is."""
+    from ..tracking.registry import download_uri, is_registry_uri
 
-    MLflow resolves ``models:/`` names through the process's default registry even when given another store
-    (``ModelsArtifactRepository._get_model_uri_infos``), so the name is resolved here with a client of its own.
-    """
-    from mlflow import MlflowClient
-
-    if not uri.startswith("models:/"):
-        return uri
-    name, _, version = uri.removeprefix("models:/").partition("/")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    if "@" in name:
-        name, _, alias = name.partition("@")
-        version = client.get_model_version_by_alias(name, alias).version
-    elif not version.isdigit():  # a stage or "latest": the newest version in it
-        stages = None if version == "latest" else [version]
-        found = client.get_latest_versions(name, stages=stages)
-        if not found:
-            raise ValueError(f"no version of {name} in {version}")
-        version = found[0].version
-    return client.get_model_version_download_uri(name, version)
+    return download_uri(uri, tracking_uri) if is_registry_uri(uri) else uri

@@ -121,16 +121,28 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
 
 
 def version_of(uri: str, tracking_uri: str) -> str:
-    """The version number a ``models:/`` URI names now (an alias resolved)."""
+    """The version number a ``models:/`` URI names now: its number, its alias's version, or the newest version
+    in a (deprecated) stage or ``latest``."""
     name, version, alias = parse_registry_uri(uri)
-    if version is not None:
+    if alias is not None:
+        found = alias_version(name, alias, tracking_uri)
+        if found is None:
+            raise ValueError(f"{uri}: no version of {name!r} has the alias {alias!r} in {tracking_uri}")
+        return found
+    assert version is not None  # parse_registry_uri gives one of the two
+    if version.isdigit():
         return version
-    from mlflow.exceptions import MlflowException
+    newest = client(tracking_uri).get_latest_versions(name, stages=None if version == "latest" else [version])
+    if not newest:
+        raise ValueError(f"{uri}: no version of {name!r} in {version!r} in {tracking_uri}")
+    return str(newest[0].version)
 
-    try:
-        return str(client(tracking_uri).get_model_version_by_alias(name, alias).version)
-    except MlflowException as err:
-        raise ValueError(f"{uri}: no version of {name!r} has the alias {alias!r} in {tracking_uri}") from err
+
+def download_uri(uri: str, tracking_uri: str) -> str:
+    """Where the version a ``models:/`` URI names keeps its artifacts, asked of ``tracking_uri``'s registry
+    (MLflow itself resolves ``models:/`` through the process's default registry, whatever store it is given)."""
+    name, _, _ = parse_registry_uri(uri)
+    return str(client(tracking_uri).get_model_version_download_uri(name, version_of(uri, tracking_uri)))
 
 
 def resolve_model(uri: str, tracking_uri: str) -> tuple[Path, str]:
@@ -140,10 +152,9 @@ def resolve_model(uri: str, tracking_uri: str) -> tuple[Path, str]:
 
     name, _, _ = parse_registry_uri(uri)
     version = version_of(uri, tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{MODELS_SCHEME}{name}/{version}"))
+        source = download_uri(f"{MODELS_SCHEME}{name}/{version}", tracking_uri)
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri))
     except MlflowException as err:
         raise ValueError(
             f"{uri}: cannot read version {version} of {name!r} from the registry at {tracking_uri} ({err}); "
@@ -186,6 +197,7 @@ __all__ = [
     "CHAMPION",
     "alias_version",
     "delete_alias",
+    "download_uri",
     "is_registry_uri",
     "parse_registry_uri",
     "register_model",
