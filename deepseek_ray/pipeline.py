@@ -3,8 +3,8 @@
 A short chain of the stages in :mod:`deepseek_ray.stages`, each returning a typed result; the final table
 is made from those results.
 
->>> from deepseek_ray.config import load                          # doctest: +SKIP
->>> print(run_pipeline(load('examples/quickstart.yaml')).render())  # doctest: +SKIP
+>>> from deepseek_ray.config import load
+>>> print(run_pipeline(load('examples/quickstart.yaml')).render())  # starts Ray, runs minutes  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def torch_training_framework() -> Any | None:
 def address_and_port() -> tuple[str, int]:
     """On a worker: its node's IP address and a free port there (Ray's rendezvous address for rank 0).
 
-    >>> address, port = address_and_port()  # doctest: +SKIP
+    >>> address, port = address_and_port()  # on a Ray Train worker  # doctest: +SKIP
     """
     return _required(ADDRESS_AND_PORT)()
 
@@ -191,7 +191,7 @@ def address_and_port() -> tuple[str, int]:
 def set_torch_distributed_env_vars() -> None:
     """On a worker: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, … as Ray sets them (needs a Train context).
 
-    >>> set_torch_distributed_env_vars()  # doctest: +SKIP
+    >>> set_torch_distributed_env_vars()  # on a Ray Train worker  # doctest: +SKIP
     """
     _required(SET_TORCH_ENV_VARS)()
 
@@ -202,7 +202,7 @@ def setup_torch_process_group(
     """On a worker: join the torch process group as Ray's ``TorchConfig`` does (NCCL error handling included).
 
     >>> setup_torch_process_group(backend="gloo", world_rank=0, world_size=2, init_method="env://",
-    ...                           timeout_s=1800)  # doctest: +SKIP
+    ...                           timeout_s=1800)  # on a Ray Train worker  # doctest: +SKIP
     """
     _required(SETUP_PROCESS_GROUP)(
         backend=backend, world_rank=world_rank, world_size=world_size, init_method=init_method, timeout_s=timeout_s
@@ -212,7 +212,7 @@ def setup_torch_process_group(
 def shutdown_torch(*, destroy_process_group: bool) -> None:
     """On a worker: leave the process group and free cached CUDA memory, as Ray's backend does.
 
-    >>> shutdown_torch(destroy_process_group=False)  # doctest: +SKIP
+    >>> shutdown_torch(destroy_process_group=False)  # on a Ray Train worker  # doctest: +SKIP
     """
     _required(SHUTDOWN_TORCH)(destroy_process_group=destroy_process_group)
 
@@ -220,7 +220,7 @@ def shutdown_torch(*, destroy_process_group: bool) -> None:
 def cuda_device_context() -> AbstractContextManager[Any]:
     """On a worker, around the train function: its GPU becomes the current CUDA device (nothing on CPU).
 
-    >>> with cuda_device_context():  # doctest: +SKIP
+    >>> with cuda_device_context():  # on a Ray Train worker  # doctest: +SKIP
     ...     pass
     """
     return _required(CUDA_DEVICE_CONTEXT)()
@@ -236,7 +236,7 @@ def prestart_train_helpers() -> None:
     optimisation: where this Ray moved the function, nothing is done and Ray Train creates the actor as before.
     Needs a running Ray:
 
-    >>> prestart_train_helpers()  # doctest: +SKIP
+    >>> prestart_train_helpers()  # needs Ray  # doctest: +SKIP
     """
     get_or_create = lookup(AUTOSCALING_COORDINATOR)
     if get_or_create is None:
@@ -253,7 +253,7 @@ def reload_ray_config() -> bool:
 
     >>> lookup(RAYLET_CONFIG) is not None
     True
-    >>> reload_ray_config()  # doctest: +SKIP
+    >>> reload_ray_config()  # re-reads this process's Ray config: not mid-session  # doctest: +SKIP
     True
     """
     initialize = lookup(RAYLET_CONFIG)
@@ -272,7 +272,7 @@ def uploaded_py_modules(paths: list[str]) -> list[str] | None:
     their URIs go into an actor's (a Serve replica's) ``runtime_env``. None, with a warning, where this Ray
     moved the upload: the modules must then be installed on the nodes. Needs a running Ray:
 
-    >>> uploaded_py_modules(['tests/toy_kind.py'])  # doctest: +SKIP
+    >>> uploaded_py_modules(['tests/toy_kind.py'])  # needs Ray  # doctest: +SKIP
     ['gcs://_ray_pkg_….zip']
     """
     otherwise = f"{', '.join(paths)} must be installed on every node"
@@ -284,7 +284,7 @@ def uploaded_working_dir(path: str) -> str | None:
     an actor's (a Serve replica's) ``runtime_env``, whose processes then start in a copy of it on any node.
     None, with a warning, where this Ray moved the upload. Needs a running Ray:
 
-    >>> uploaded_working_dir('runs/mnist-quickstart/export')  # doctest: +SKIP
+    >>> uploaded_working_dir('runs/mnist-quickstart/export')  # needs Ray  # doctest: +SKIP
     'gcs://_ray_pkg_….zip'
     """
     otherwise = f"{path} must be on every node's disk"
@@ -315,3 +315,12 @@ def on_this_loop(handle: Any) -> Any:
     ) as err:  # the option moved: the handle keeps Ray's default router thread
         _warn_once(f"a Serve handle's router stays in its own thread ({err})")
     return handle
+
+
+def stop_auto_connect() -> None:
+    """Let no later Ray call start or join a cluster by itself (``RAY_ENABLE_AUTO_CONNECT=0``, which Ray reads
+    only at import). The driver joins its cluster explicitly; at exit, after Ray's own shutdown, a Serve handle's
+    router thread would otherwise call ``ray.init`` from outside the main thread and log about it."""
+    hook = lookup("ray._private.auto_init_hook:")
+    if hook is not None and hasattr(hook, "enable_auto_connect"):
+        hook.enable_auto_connect = False

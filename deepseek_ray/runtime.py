@@ -28,7 +28,7 @@ _state = {"verbose": True}
 
 
 def quiet(verbose: bool) -> None:
-    """Hide Ray's, MLflow's and torch's internal logging unless ``verbose``.
+    """Hide Ray's, MLflow's, torch's and transformers' internal logging unless ``verbose``.
 
     Call before importing Ray in the driver: Ray reads some of these variables at import.
     """
@@ -40,6 +40,8 @@ def quiet(verbose: bool) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars too
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
     hush()
     try:
@@ -112,7 +114,7 @@ def connect(
 
     Returns True when the Ray session is embedded (it ends with this process).
 
-    >>> connect()  # doctest: +SKIP
+    >>> connect()  # starts Ray  # doctest: +SKIP
     True
     """
     quiet(verbose)
@@ -143,4 +145,7 @@ def connect(
         runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}} if not verbose else None,
     )
     hush()  # ray.init configured its own loggers
+    from .ray_compat import stop_auto_connect
+
+    stop_auto_connect()
     return embedded

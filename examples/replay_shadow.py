@@ -7,14 +7,20 @@ them in training): raw texts for a text dataset, raw pixel values or rows for th
 others come back as ``not_mirrored``), then prints how the session stands. It stops at ``promote`` or ``keep``
 (the decision is valid at every look), or when the split is used up.
 
+With ``--offline CANDIDATE LIVE`` it sends nothing: both models score the whole split at once (the
+offline comparison, :meth:`deepseek_ray.eval.ShadowModeEvaluator.evaluate`).
+
     python examples/replay_shadow.py --config examples/shadow.yaml
-    python examples/replay_shadow.py --config examples/text_fewshot.yaml --limit 2000 --address 127.0.0.1:6379
+    python examples/replay_shadow.py --config examples/shadow_text.yaml --address 127.0.0.1:6379
+    python examples/replay_shadow.py --config examples/shadow_text.yaml \
+        --offline models:/reviews-shadowed@challenger models:/reviews-shadowed@champion
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,10 +50,42 @@ def held_out(config: Path) -> tuple[list[Any], list[str]]:
     return rows[text_column].astype(str).iloc[test].tolist(), rows[table.label].astype(str).iloc[test].tolist()
 
 
-def send(session: requests.Session, url: str, example: Any) -> str | None:
-    """One example; the answer's request id (None when it was not answered)."""
+def send(session: requests.Session, url: str, example: Any) -> tuple[int, str | None]:
+    """One example; the answer's status and request id (None when it was not answered)."""
     reply = session.post(url, json={"inputs": example}, timeout=30)
-    return reply.headers.get("x-request-id") if reply.status_code == 200 else None
+    return reply.status_code, reply.headers.get("x-request-id") if reply.status_code == 200 else None
+
+
+def compare_offline(config: Path, candidate: str, live: str, limit: int | None = None) -> None:
+    """Both models on the held-out split at once: the metrics, Δ with its paired bootstrap interval, McNemar."""
+    from deepseek_ray.config import load
+    from deepseek_ray.eval import ShadowModeEvaluator
+
+    cfg = load(config)
+    examples, labels = held_out(config)
+    examples, labels = examples[:limit], labels[:limit]
+    shadow = cfg.serve.shadow
+    evaluator = ShadowModeEvaluator(
+        new_model=candidate,
+        old_model=live,
+        metric=shadow.metric,
+        threshold=shadow.threshold,
+        alpha=shadow.alpha,
+        tracking_uri=cfg.tracking.tracking_uri,
+    )
+    started = time.time()
+    report = evaluator.evaluate((examples, labels))
+    print(f"{report.n} held-out examples of {cfg.data.dataset}, {time.time() - started:.0f} s")
+    print(f"  live {live}: {report.metric} {report.live_metric:.4f}")
+    print(f"  candidate {candidate}: {report.metric} {report.candidate_metric:.4f}")
+    print(
+        f"  Δ {report.delta:.4f}, paired bootstrap [{report.lower:.4f}, {report.upper:.4f}] → {report.verdict}; "
+        f"agreement {report.agreement:.4f}; McNemar {report.mcnemar}"
+    )
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main() -> None:
@@ -58,7 +96,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100, help="examples per round, then their labels")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="at most this many held-out examples")
+    parser.add_argument(
+        "--offline",
+        nargs=2,
+        metavar=("CANDIDATE", "LIVE"),
+        help="no traffic: compare two models (files or models:/ URIs, e.g. models:/NAME@challenger "
+        "models:/NAME@champion) once on the whole held-out split (ShadowModeEvaluator.evaluate)",
+    )
     opts = parser.parse_args()
+    if opts.offline:
+        return compare_offline(opts.config, *opts.offline, limit=opts.limit)
 
     from deepseek_ray.cli import render_status
     from deepseek_ray.config import load
@@ -71,11 +118,13 @@ def main() -> None:
     examples, labels = examples[: opts.limit], labels[: opts.limit]
     print(f"{len(examples)} held-out examples of {cfg.data.dataset} to {url}", flush=True)
     connect(opts.address)  # the cluster serving the app, Ray's own log lines hidden
-    started, status = time.time(), None
+    started, status, refused = time.time(), None, Counter()
     with requests.Session() as http, ThreadPoolExecutor(opts.concurrency) as pool:
         for start in range(0, len(examples), opts.batch):
             chunk = slice(start, start + opts.batch)
-            ids = list(pool.map(lambda example: send(http, url, example), examples[chunk]))
+            answers = list(pool.map(lambda example: send(http, url, example), examples[chunk]))
+            refused.update(code for code, _ in answers if code != 200)
+            ids = [request_id for _, request_id in answers]
             pairs = [{"request_id": i, "label": y} for i, y in zip(ids, labels[chunk], strict=True) if i]
             time.sleep(0.2)  # the last mirrored answers reach the log
             http.post(f"{url}/feedback", json={"labels": pairs}, timeout=60)
@@ -83,14 +132,17 @@ def main() -> None:
             status = shadow_status(cfg.name)
             decision = status["decision"]
             print(
-                f"  {start + len(ids):>6} sent, {status['labelled']:>5} labelled pairs: Δ {decision['delta']} in "
-                f"[{decision['lower']}, {decision['upper']}] → {decision['verdict']}  ({time.time() - started:.0f} s)",
+                f"  {start + len(ids):>6} sent ({sum(refused.values())} refused), {status['labelled']:>5} labelled "
+                f"pairs: Δ {_num(decision['delta'])} in [{_num(decision['lower'])}, {_num(decision['upper'])}] → "
+                f"{decision['verdict']}  ({time.time() - started:.0f} s)",
                 flush=True,
             )
             if decision["verdict"] != "need_more_data":
                 break
     if status is not None:
         print("\n" + render_status(status))
+    if refused:
+        print(f"refused by the live app: {dict(refused)} (status: count)")
 
 
 if __name__ == "__main__":

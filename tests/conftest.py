@@ -1,5 +1,6 @@
-"""One Ray cluster for the whole suite (`ray start --head`, as users run it), shared by in-process
-tests (``ray.init(address=...)``) and by the CLI in subprocesses (``--address``)."""
+"""One Ray cluster for the whole suite: a local head that ``ray.init`` starts in the test process, shared by
+in-process tests and by the CLI in subprocesses (``--address`` its GCS address). The ``ray job submit`` test
+starts its own ``ray start --head`` cluster, as the README tells users (tests/test_jobs.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
-# Ray Train's worker group takes ~20–45 s to start on these 2-core machines; 60 s is too close.
+# Ray Train's worker group starts in ≈ 7 s here (BENCHMARKS.md, "Ray Train start-up"), but several times
+# that when the 2 cores are busy with the suite's other processes: Ray's 30 s default fails such runs.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "240")
 
 
@@ -46,7 +48,8 @@ class Cluster:
 def cluster() -> Cluster:
     """A head node owned by this test process (4 logical CPUs: 2 trials or 2 workers, plus Serve).
 
-    It ends with the process, and no `ray stop` is needed, so suites running side by side do not meet.
+    ``address="local"``: a new head even when a ``ray start`` cluster runs on this machine (``ray.init()``
+    would join that one). It ends with the process, no ``ray stop`` needed, so suites side by side do not meet.
     """
     import ray
 
@@ -55,7 +58,7 @@ def cluster() -> Cluster:
     os.environ.update(serve_settings("haproxy"))  # Serve as a cluster runs it (cluster.yaml): its fast path
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"  # a deleted app's replicas go at once
     dashboard_port = free_port()
-    ray.init(num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, namespace="tests",
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, namespace="tests",
              log_to_driver=False, logging_level="ERROR")
     try:
         yield Cluster(ray.get_runtime_context().gcs_address, f"http://127.0.0.1:{dashboard_port}", free_port())

@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import sqlite3
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -65,6 +66,24 @@ def test_mlflow_run_has_params_metrics_artifact_and_registered_model(e2e_run):
     assert nested == 3  # one nested run per trial
     versions = db.execute("select name, version from model_versions").fetchall()
     assert ("tiny", 1) in versions
+    # The artifacts themselves, as a user lists them: the exported model is in the pipeline's run.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{e2e_run['mlflow_db']}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny-tests").experiment_id])
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]  # the pipeline's run, not a trial's
+    files = _artifact_files(client, run.info.run_id)
+    assert {"export/model.onnx", "export/model.onnx.json", "model/model.onnx", "model/MLmodel"} <= set(files), files
+    local = client.download_artifacts(run.info.run_id, "export/model.onnx", str(e2e_run["run_dir"] / "downloaded"))
+    assert Path(local).read_bytes() == (e2e_run["run_dir"] / "export" / "model.onnx").read_bytes()
+
+
+def _artifact_files(client, run_id: str, folder: str | None = None) -> list[str]:
+    """Every artifact path of a run, folders walked."""
+    found = []
+    for item in client.list_artifacts(run_id, folder):
+        found += _artifact_files(client, run_id, item.path) if item.is_dir else [item.path]
+    return found
 
 
 def test_endpoint_answers_and_rejects_bad_payloads(e2e_run):
@@ -97,12 +116,25 @@ def test_concurrent_requests_are_batched(e2e_run):
     assert max(sizes) > 1, sizes
 
 
-def test_stages_run_alone_from_the_previous_artifact(e2e_run, tiny_config_path, ray_address, workdir):
-    onnx_file = e2e_run["run_dir"] / "export" / "model.onnx"
-    onnx_file.unlink()
-    proc = run_cli(["export", str(tiny_config_path), "--address", ray_address], cwd=workdir)
+def test_stages_run_alone_from_the_previous_artifact(e2e_run, tiny_config_path, ray_address, workdir, cluster):
+    """``train`` from search/best.json, ``export`` from the bundle, ``serve`` from the export: each alone."""
+    run_dir, address = e2e_run["run_dir"], ["--address", ray_address, "--set", f"serve.port={cluster.serve_port}"]
+    weights, onnx_file = run_dir / "model" / "weights.pt", run_dir / "export" / "model.onnx"
+    weights.unlink(), onnx_file.unlink()
+    # The run's 2 epochs are done: a rerun under the same name resumes from their checkpoint, so a third
+    # epoch is all it trains (README: a crashed or stopped training continues where it was).
+    proc = run_cli(["train", str(tiny_config_path), *address, "--set", "train.epochs=3"], cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    best = json.loads((run_dir / "search" / "best.json").read_text())["best_architecture"]
+    assert weights.is_file() and f"train    {best}" in proc.stdout, proc.stdout
+    assert "epoch  3/3" in proc.stdout and "epoch  1/3" not in proc.stdout, proc.stdout
+    proc = run_cli(["export", str(tiny_config_path), *address], cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     assert onnx_file.is_file() and "classes identical" in proc.stdout
+    proc = run_cli(["serve", str(tiny_config_path), *address], cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reply = requests.post(e2e_run["url"], json={"inputs": [[[0.0] * 8] * 8]}, timeout=30)
+    assert reply.status_code == 200 and reply.json()["label"] in [str(i) for i in range(10)], reply.text
 
 
 def test_verbose_shows_ray_output(ray_address, tiny_config_path, tmp_path):

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+from conftest import TinyBert
+from test_export import PARITY, bundle_outputs, digit_scans, ort_outputs
 from torch import nn
 
-from conftest import TinyBert
 from deepseek_ray.export import ModelExporter, onnx_predict, onnx_session, read_metadata, tensorrt_backend
 
 
 def test_torch_export_writes_a_program_that_matches_torch(image_bundle, tmp_path):
-    result = ModelExporter(format="torch_export").export(image_bundle, tmp_path / "model.pt2")
-    assert result.format == "torch_export" and result.max_abs_diff <= 1e-6
-    program = torch.export.load(str(tmp_path / "model.pt2")).module()
-    assert program(torch.rand(5, 1, 8, 8) * 255).shape == (5, 10)  # the batch axis is dynamic
-    meta = read_metadata(tmp_path / "model.pt2")
+    path = tmp_path / "model.pt2"
+    result = ModelExporter(format="torch_export").export(image_bundle, path)
+    program = torch.export.load(str(path)).module()
+    x = digit_scans()  # 179 scans where the export traced 2: the batch axis is dynamic
+    with torch.no_grad():
+        outputs = program(x).numpy()
+    assert result.format == "torch_export" and outputs.shape == (179, 10)
+    assert np.abs(outputs - bundle_outputs(image_bundle, x)).max() < PARITY / 10  # the same kernels as torch
+    meta = read_metadata(path)
     assert meta["inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
-    assert meta["labels"][3] == "3" and meta["preprocessing"]["mean"] == 40.0 and meta["sha256"] == result.sha256
+    assert meta["labels"][3] == "3" and meta["preprocessing"]["mean"] == 40.0
+    assert meta["sha256"] == result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_tensorrt_without_tensorrt_names_what_is_missing(image_bundle, tmp_path):
@@ -30,7 +38,9 @@ def test_tensorrt_without_tensorrt_names_what_is_missing(image_bundle, tmp_path)
         backend = None
     if backend is not None:
         pytest.skip(f"this machine has {backend}: the error path cannot be reached")
-    with pytest.raises(RuntimeError, match=r"needs the `tensorrt` package .* TensorrtExecutionProvider or CUDAExecutionProvider"):
+    with pytest.raises(
+        RuntimeError, match=r"needs the `tensorrt` package .* TensorrtExecutionProvider or CUDAExecutionProvider"
+    ):
         ModelExporter(format="tensorrt").export(image_bundle, tmp_path / "model.engine")
     assert not (tmp_path / "model.engine").exists()  # nothing pretended
 
@@ -59,7 +69,9 @@ class Noisy(nn.Module):
 
 
 def test_parity_beyond_tolerance_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match=r"onnx export of Noisy differs from torch by .* over 4 inputs \(bound 0.001\)"):
+    with pytest.raises(
+        ValueError, match=r"onnx export of Noisy differs from torch by .* over 4 inputs \(bound 0.001\)"
+    ):
         ModelExporter().export(Noisy(), tmp_path / "noisy.onnx", torch.zeros(4, 3))
 
 
@@ -80,10 +92,20 @@ def test_parity_runs_over_every_input_given_in_one_pass(tmp_path):
 
 
 def test_bundle_example_is_drawn_like_its_data(image_bundle, tmp_path):
+    """Without an example, the exporter draws two from the bundle's scaling (mean 40, std 30, seed 0) and
+    records its parity on them: both models are run again here on examples drawn the same way."""
     result = ModelExporter(optimize_level=0).export(image_bundle, tmp_path / "model.onnx")
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
-    assert meta["example_shape"] == [2, 1, 8, 8] and meta["max_abs_diff"] == result.max_abs_diff
+    assert meta["example_shape"] == [2, 1, 8, 8]
     assert meta["opset"] == 18 and meta["optimize_level"] == 0 and meta["architecture"] == "c8|conv5x5|identity"
+    example = 40.0 + 30.0 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = bundle_outputs(image_bundle, example)
+    outputs = ort_outputs(tmp_path / "model.onnx", example, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    # Other examples would move these probabilities by 1e-2 or more; the recorded parity differs from ours by 0.
+    np.testing.assert_allclose(result.expected, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(result.outputs, outputs, rtol=0, atol=1e-6)
+    measured = float(np.abs(outputs - expected).max())
+    assert measured < PARITY and meta["max_abs_diff"] == pytest.approx(measured, rel=1e-6, abs=1e-12)
 
 
 def test_export_config_lists_formats_and_quantization():
@@ -91,8 +113,10 @@ def test_export_config_lists_formats_and_quantization():
 
     from deepseek_ray.config.schema import ExportConfig
 
-    config = ExportConfig(formats=["onnx", "torch_export", "tensorrt"],
-                          quantize=[{"type": "int8_dynamic"}, {"type": "int8_static", "calibration_samples": 256}, {"type": "int4"}])
+    config = ExportConfig(
+        formats=["onnx", "torch_export", "tensorrt"],
+        quantize=[{"type": "int8_dynamic"}, {"type": "int8_static", "calibration_samples": 256}, {"type": "int4"}],
+    )
     assert [item.type for item in config.quantize] == ["int8_dynamic", "int8_static", "int4"]
     assert config.quantize[1].calibration_samples == 256 and config.quantize[2].block_size == 128
     with pytest.raises(ValidationError, match="'int8_dynamic', 'int8_static', 'int4'"):

@@ -30,6 +30,7 @@ AGREED = {
     "transformer_classifier": ["dim", "heads", "layers", "dropout"],
     "tcn": ["channels", "levels", "kernel_size", "dropout"],
     "lstm": ["hidden", "layers", "cell", "dropout"],
+    "pretrained": ["name_or_dir", "dropout", "pretrained"],
 }
 
 
@@ -141,18 +142,37 @@ def test_every_strategy_runs_a_search(ray_address, tmp_path, strategy):
     assert result.best_metric == min(t["loss"] for t in (result.pareto_front or result.trials))
 
 
-def test_failed_and_nan_trials_are_recorded_retried_and_the_search_goes_on(ray_address, tmp_path):
+def test_failed_killed_and_nan_trials_are_recorded_retried_and_the_search_goes_on(ray_address, tmp_path):
+    calls = tmp_path / "calls.jsonl"
+
     def fragile(params, seed):
         if params["x"] < 0.25:
             raise RuntimeError(f"boom at x={params['x']:.2f}")
-        yield {"loss": float("nan") if params["x"] > 0.75 else params["x"]}
+        pid_file = tmp_path / f"{params['x']!r}.pid"
+        dies = params["x"] < 0.5 and not pid_file.exists()  # the first attempt only
+        with calls.open("a") as file:
+            file.write(json.dumps({"params": params, "seed": seed, "pid": os.getpid()}) + "\n")
+        for epoch in (1, 2):
+            if epoch == 2 and dies:  # the worker dies mid-trial (SIGKILL, as the OOM killer would)
+                pid_file.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield {"loss": float("nan") if params["x"] > 0.75 else params["x"] / epoch}
 
-    result = run_trials(fragile, XY, search(budget={"trials": 12}, max_failures=1), name="fail", storage_path=tmp_path)
+    config = search(scheduler={"type": "fifo", "max_t": 2}, budget={"trials": 12}, max_failures=1)
+    result = run_trials(fragile, XY, config, name="fail", storage_path=tmp_path)
     by_status = {s: [t for t in result.trials if t["status"] == s] for s in ("ERROR", "TERMINATED")}
     assert len(result.trials) == 12 and by_status["ERROR"] and by_status["TERMINATED"]
     assert all(t["attempts"] == 2 for t in by_status["ERROR"])  # retried once, as configured
     assert all(t["error"].startswith("RuntimeError: boom") or "is nan" in t["error"] for t in by_status["ERROR"])
     assert any("is nan" in t["error"] for t in by_status["ERROR"]) == any(t["params"]["x"] > 0.75 for t in result.trials)
+    killed = [t for t in result.trials if 0.25 <= t["params"]["x"] < 0.5]
+    assert killed and all(t["status"] == "TERMINATED" and t["attempts"] == 2 for t in killed)
+    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    for trial in killed:  # retried with the same configuration in a new process; only the retry's epochs count
+        first, again = [r for r in runs if r["params"] == trial["params"]]
+        assert first["seed"] == again["seed"] and first["pid"] != again["pid"]
+        assert (tmp_path / f"{trial['params']['x']!r}.pid").read_text() == str(first["pid"])
+        assert [h["loss"] for h in trial["history"]] == [trial["params"]["x"], trial["params"]["x"] / 2]
     assert result.best_metric == min(t["loss"] for t in by_status["TERMINATED"])
 
 
@@ -196,6 +216,18 @@ def test_schedulers_stop_weak_trials_early(ray_address, tmp_path, scheduler):
     pruned = [t for t in result.trials if t["status"] == "PRUNED"]
     assert pruned and all(t["epochs"] < 4 for t in pruned)
     assert result.best_metric == min(t["loss"] for t in result.trials if t["loss"] is not None)
+    if scheduler == "asha":  # one rung ladder for all trials (Hyperband's brackets each have their own)
+        for trial in pruned:
+            assert _sat_below_its_rungs_median(trial, result.trials), trial["trial_id"]
+
+
+def _sat_below_its_rungs_median(trial: dict, trials: list[dict]) -> bool:
+    """At the epoch it was pruned, the trial's loss was no better than the median of the losses recorded at
+    that epoch until then (its own included): what asynchronous successive halving with η = 2 prunes."""
+    epoch, last = trial["epochs"], trial["history"][-1]
+    rung = [t["history"][epoch - 1] for t in trials if len(t["history"]) >= epoch]
+    seen = sorted(r["loss"] for r in rung if r["at_s"] <= last["at_s"])
+    return last["loss"] >= seen[(len(seen) - 1) // 2]
 
 
 def test_multi_objective_returns_the_pareto_front_and_a_plot(ray_address, tmp_path):

@@ -86,15 +86,22 @@ def test_mlp_learns_iris():
 
 
 @pytest.mark.parametrize("name", ["tcn", "lstm"])
-def test_forecasters_beat_the_mean_on_sunspots(name):
+def test_forecasters_beat_persistence_on_sunspots(name):
+    from deepseek_ray.stages import score
+
     torch.manual_seed(0)
     splits = load_dataset("sunspots", split=(0.7, 0.15, 0.15), lookback=12)
     small = {"tcn": {"channels": 16, "levels": 2}, "lstm": {"hidden": 32}}[name]
     trainer = MixedPrecisionTrainer(build_model({"type": name, **small, **splits.model_inputs()}), "adamw", 1e-2,
                                     per_device_train_batch_size=32, task="regression")
     trainer.fit(splits.train, epochs=25)
-    mean_mae = float((splits.val.y - splits.train.y.mean()).abs().mean())
-    assert trainer.evaluate(splits.val)["mae"] < 0.8 * mean_mae
+    # The pipeline's baseline (the kind's persistence forecast), scored as the run's table scores it: 23.9
+    # sunspots of test MAE, against 44.7 for the training mean.
+    persistence = score(splits.kind.baseline(splits).outputs, splits.targets("test"), "regression")
+    mae = trainer.evaluate(splits.test)["mae"] * splits.preprocessing["target_std"]  # in sunspots, as persistence
+    # Seeds 0-3 gave 0.51-0.58 × persistence for both models; 0.7 fails a forecaster that only repeats the
+    # last value (its relative head zeroed scores exactly 1.0 ×: the units agree with the baseline's).
+    assert mae < 0.7 * persistence, (mae, persistence)
 
 
 @pytest.mark.parametrize("name", ["transformer_classifier", "tcn", "lstm", "mlp"])

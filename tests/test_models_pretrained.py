@@ -200,5 +200,7 @@ def test_minilm_labels_give_cross_entropy_and_a_backward_step_works(minilm_and_t
     out.loss.backward()
     assert model.head[1].weight.grad.abs().sum() > 0
     assert model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    # DDP refuses a parameter without a gradient (BERT's pooler, unused under mean pooling, was one).
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
     torch.optim.SGD(model.parameters(), lr=0.05).step()
     assert eval_loss() < before  # one step on these labels lowers their loss

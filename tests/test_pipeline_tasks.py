@@ -1,9 +1,10 @@
 """`deepseek-ray run` on the non-image kinds, end to end through the CLI against the session's Ray cluster:
 tabular classification (penguins, served, real HTTP) and time-series regression (co2, ``--no-serve``).
 
-Both runs start together (each mostly waits on Ray start-up and its Train worker group), shrunk to a
-couple of trials and epochs; the tests then check what a user would: the table's metric names and
-ranges, ONNX Runtime against torch on real inputs, and the endpoint's answers and 400s.
+Both runs start together (each mostly waits on Ray start-up and its Train worker group), shrunk to two
+trials of two epochs and a final training just long enough to meet the run's own baseline; the tests then
+check what a user would: the table's metric names, each model against the baseline in the same table,
+ONNX Runtime against torch on real inputs, and the endpoint's answers and 400s.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from conftest import ROOT
 
 SHRINK = ["--set", "search.budget.trials=2", "--set", "search.scheduler.max_t=2", "--set", "search.scheduler.grace_period=1",
-          "--set", "train.epochs=2", "--set", "train.workers=1", "--set", "train.early_stopping_patience=null",
+          "--set", "train.workers=1", "--set", "train.early_stopping_patience=null",
           "--set", "tracking.experiment_name=tasks-tests"]
 
 
@@ -38,11 +39,12 @@ def task_runs(cluster, tmp_path_factory) -> dict:
     env.pop("RAY_ADDRESS", None)
     commands = {
         "tabular": ["run", str(ROOT / "examples" / "tabular.yaml"), "--address", cluster.address, *SHRINK,
-                    "--set", "name=penguins-tests", "--set", "serve.route=/penguins-tests",
+                    "--set", "name=penguins-tests", "--set", "train.epochs=20", "--set", "serve.route=/penguins-tests",
                     "--set", f"serve.port={cluster.serve_port}", "--set", "serve.autoscaling.max_replicas=1",
                     "--set", "serve.model=int8_dynamic"],  # the endpoint serves the quantized variant
         "timeseries": ["run", str(ROOT / "examples" / "timeseries.yaml"), "--address", cluster.address, "--no-serve", *SHRINK,
-                       "--set", "name=co2-tests", "--set", "data.limit=500", "--set", "data.window.lookback=12",
+                       "--set", "name=co2-tests", "--set", "train.epochs=10", "--set", "data.limit=500",
+                       "--set", "data.window.lookback=12",
                        "--set", "export.formats=[onnx, torch_export, tensorrt]"],
     }
     start = time.perf_counter()
@@ -82,7 +84,13 @@ def test_tabular_table_reports_accuracy_for_every_variant_and_the_baseline(task_
                 "test accuracy (ONNX Runtime int8_dynamic)", "baseline test accuracy (scikit-learn logistic regression)"):
         assert 0.0 <= values[row] <= 1.0, (row, values[row])
     assert values["test accuracy (torch)"] == pytest.approx(values["test accuracy (ONNX Runtime)"], abs=1e-9)
-    assert values["test accuracy (torch)"] > 0.5  # three species: chance is about 0.44 (the largest class)
+    # The species are linearly separable in the four measurements: the linear baseline scores 0.98-1.0 on
+    # every seed and split tried, so the bar is that ceiling. The searched MLP (20 epochs) matched it on seeds
+    # 0, 1, 3 and was 0.02 short on seed 2 (its search drew lr 2.6e-4); 0.04 is two of the 51 test birds.
+    # With 2 epochs (the old setting) it scored 0.73 while the old bar was > 0.5.
+    baseline = values["baseline test accuracy (scikit-learn logistic regression)"]
+    for row in ("test accuracy (torch)", "test accuracy (ONNX Runtime int8_dynamic)"):
+        assert values[row] >= baseline - 0.04, (row, values[row], baseline)
     assert "MAE" not in " ".join(values) and "val_accuracy=" in run["stdout"] and "classes identical" in run["stdout"]
 
 
@@ -149,6 +157,10 @@ def test_timeseries_table_reports_mae_in_target_units(task_runs):
     # CO₂ in ppm: weekly changes are a fraction of a ppm, so a forecast worth the name errs by well under 5 ppm
     # (static int8 too: its level arithmetic stays float, not clamped to the training windows' range).
     assert all(0 < mae < 5 for mae in maes.values()), maes
+    # ... and beats the last value. The TCN (10 epochs) scored 0.969, 0.969, 1.20, 0.974 × persistence on
+    # seeds 0-3 (seed 2's 2-trial search drew the smallest TCN at lr 4e-4); 2 epochs gave 1.08 on seed 0.
+    persistence = maes.pop("baseline test MAE (persistence: last value, target units)")
+    assert all(mae < persistence for mae in maes.values()), (persistence, maes)
     assert values["test MAE (torch, target units)"] == pytest.approx(values["test MAE (ONNX Runtime, target units)"], abs=1e-3)
     assert "accuracy" not in " ".join(values) and values["endpoint"] == "not served (--no-serve)"
     tensorrt = values.get("test MAE (TensorRT, target units)", values.get("test MAE (TensorRT)"))
@@ -213,3 +225,68 @@ def test_text_endpoint_parser_tokenizes_like_training(tmp_path):
             parser(bad)
     with pytest.raises(BadRequest, match="no tokenizer"):
         TextRequestParser((8,), np.int64, spec)("no tokenizer here")
+
+
+# ------------------------------------------------------------------------- the image baseline (tiny.yaml: off)
+def test_image_baseline_stage_trains_the_plain_cnn(cluster, tiny_config_path):
+    """The stage the pipeline runs when ``train.baseline`` is on, alone: the plain CNN as a Ray task, trained
+    with tiny.yaml's recipe (2 epochs, random shifts) and scored on the run's test split."""
+    import io
+
+    from deepseek_ray.config import load
+    from deepseek_ray.data import from_config
+    from deepseek_ray.report import Reporter
+    from deepseek_ray.stages import baseline_stage
+    from deepseek_ray.tracking import Tracker
+
+    cfg = load(tiny_config_path, overrides={"train.baseline": True})
+    data = from_config(cfg.data, cfg.seed)
+    log = io.StringIO()
+    result = baseline_stage(cfg, data, Reporter(stream=log), Tracker(enabled=False))
+    assert result.description == "plain 2-conv CNN" and f"test accuracy={result.test_score:.4f}" in log.getvalue()
+    # Ten digits, so an untrained CNN or one fed shuffled labels scores about 0.1; two epochs gave 0.59-0.78
+    # over seeds 0-3 (0.78 on seed 0).
+    assert result.test_score > 0.45
+
+
+# ---------------------------------------------------------------------------- text, end to end (shrunk)
+def test_text_pipeline_end_to_end(cluster, tmp_path):
+    """examples/text_fewshot.yaml in-process on 300 reviews (1 trial, 1 epoch, 1 worker): tokenizer trained on
+    the training split, search, train, the majority baseline, ONNX export with the tokenizer beside it."""
+    import io
+
+    from deepseek_ray.config import load
+    from deepseek_ray.data import from_config
+    from deepseek_ray.deploy.app import request_parser
+    from deepseek_ray.export import onnx_predict, onnx_session, read_metadata
+    from deepseek_ray.models import load_bundle
+    from deepseek_ray.pipeline import run_pipeline
+    from deepseek_ray.report import Reporter
+
+    cfg = load(ROOT / "examples" / "text_fewshot.yaml", overrides={
+        "name": "text-tests", "output_dir": str(tmp_path / "runs"), "tracking.enabled": False,
+        "data.limit": 300, "data.split.train": 0.6, "data.split.val": 0.2, "data.split.test": 0.2,
+        "data.text.max_len": 32,
+        "search.budget.trials": 1, "search.scheduler.max_t": 1, "search.scheduler.grace_period": 1,
+        "train.epochs": 1, "train.workers": 1, "train.early_stopping_patience": None})
+    log = io.StringIO()
+    values = run_pipeline(cfg, serve=False, reporter=Reporter(stream=log)).values
+    assert values["search: trials / stop"].startswith("1 / "), log.getvalue()
+    assert values["test accuracy (torch)"] == pytest.approx(values["test accuracy (ONNX Runtime)"], abs=1e-9)
+    assert 0 <= values["test accuracy (ONNX Runtime int8_dynamic)"] <= 1
+    # The majority baseline in the run's own table, against the labels of the same split recomputed here.
+    data = from_config(cfg.data, cfg.seed)
+    train_y, test_y = data.train.y.numpy(), data.targets("test")
+    majority = int(np.bincount(train_y).argmax())
+    row = f"baseline test accuracy (majority class: {data.labels[majority]})"
+    assert values[row] == pytest.approx((test_y == majority).mean())  # 0.45 ("fresh"); the test majority gives 0.55
+
+    export = cfg.run_dir / "export" / "model.onnx"
+    meta, session = read_metadata(export), onnx_session(export)
+    assert (export.parent / meta["input_spec"]["tokenizer"]).is_file()
+    texts = ["a tender, funny and beautifully acted film", "dull, slow and far too long"]
+    ids = request_parser(meta, session, export)(texts)  # raw strings, through the tokenizer saved with the export
+    model, _ = load_bundle(cfg.run_dir / "model")
+    with torch.no_grad():
+        expected = model(torch.as_tensor(ids)).numpy()
+    assert ids.shape == (2, 32) and np.abs(onnx_predict(session, ids) - expected).max() <= 1e-4

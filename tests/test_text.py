@@ -156,3 +156,28 @@ def test_a_text_file_through_load_dataset(tmp_path):
     splits = load_dataset(str(path), label="verdict", max_len=10, seed=0)
     assert splits.kind.name == "text" and splits.train.x.shape[1] == 10 and splits.labels == ["neg", "pos"]
     assert splits.preprocessing["tokenizer"].startswith(str(tmp_path))
+
+
+def test_majority_baseline_is_the_training_split_s_majority(tmp_path):
+    """The pipeline's baseline stage on text: the training split's majority class, scored on the test split
+    (no Ray: nothing to train). Labels are set so that the training and test majorities differ."""
+    import io
+
+    from deepseek_ray.config import ExperimentConfig
+    from deepseek_ray.report import Reporter
+    from deepseek_ray.stages import baseline_stage
+    from deepseek_ray.tracking import Tracker
+
+    frame = _reviews(90)
+    first = TextPreprocessor(tokenizer="wordpiece", max_len=12, output_dir=tmp_path, seed=0).process(frame)
+    test_rows = first.test.rows  # the split depends on the texts and the seed, not on the labels
+    frame["label"] = ["pos" if i % 3 else "neg" for i in range(90)]  # two thirds pos ...
+    frame.loc[test_rows, "label"] = ["neg" if i % 4 else "pos" for i in range(len(test_rows))]  # ... but test: 3/4 neg
+    splits = TextPreprocessor(tokenizer="wordpiece", max_len=12, output_dir=tmp_path, seed=0).process(frame)
+    assert set(splits.test.rows) == set(test_rows)
+    log = io.StringIO()
+    cfg = ExperimentConfig.model_validate({"name": "text-baseline", "data": {"dataset": "rotten_tomatoes"}})
+    result = baseline_stage(cfg, splits, Reporter(stream=log), Tracker(enabled=False))
+    expected = float((frame.loc[splits.test.rows, "label"] == "pos").mean())  # about 0.25, not the test majority's 0.75
+    assert result.description == "majority class: pos" and result.test_score == pytest.approx(expected)
+    assert f"majority class: pos: test accuracy={expected:.4f}" in log.getvalue()

@@ -233,7 +233,11 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Experimen
     ``tracking_uri`` are made absolute against the working directory.
     ``overrides`` are dotted keys, e.g. ``{'train.epochs': 1}``.
 
-    >>> cfg = load('examples/quickstart.yaml')  # doctest: +SKIP
+    >>> import deepseek_ray
+    >>> quickstart = Path(deepseek_ray.__file__).parents[1] / 'examples' / 'quickstart.yaml'  # the repo's copy
+    >>> cfg = load(quickstart, overrides={'train.epochs': 1})
+    >>> cfg.name, cfg.train.epochs, cfg.search.space.is_absolute(), cfg.search.space.name
+    ('mnist-quickstart', 1, True, 'mnist_cnn.yaml')
     """
     path = Path(path)
     raw = load_yaml(path)

@@ -309,14 +309,17 @@ class TextDataConfig(Section):
         min_length=1,
         json_schema_extra=lambda schema: _examples(schema, TRAINED_TOKENIZERS),
         description="wordpiece | bpe (trained on the training split), a local Hugging Face tokenizer folder or "
-        "tokenizer.json (relative to the experiment file), or a hub name (needs the network).",
+        "tokenizer.json (relative to the experiment file), all-MiniLM-L6-v2 (the packaged encoder's), or a hub name "
+        "(needs the network).",
     )
     max_len: Int = Field(
         64, ge=2, le=4096, description="Token ids per example: longer texts are truncated, shorter padded."
     )
     vocab_size: Int = Field(8000, ge=100, le=1_000_000, description="Vocabulary of a trained wordpiece/bpe tokenizer.")
     augmentation: list[TextAugmentConfig] = Field(
-        default_factory=list, description=f"Names or {{type: ..., options}}: {', '.join(TEXT_AUGMENTATIONS)}."
+        default_factory=list,
+        json_schema_extra=lambda schema: _also_by_name(schema, TEXT_AUGMENTATIONS),
+        description=f"Names or {{type: ..., options}}: {', '.join(TEXT_AUGMENTATIONS)}.",
     )
     p: Float = Field(0.1, ge=0, le=1, description="Default share of words an augmentation changes.")
     copies: Int = Field(1, ge=0, le=10, description="Augmented copies of each training text, per augmentation.")
@@ -583,7 +586,11 @@ class BudgetConfig(Section):
 
     trials: Int = Field(12, ge=1, le=MAX_TRIALS, description="Number of trials.")
     time: float | None = Field(
-        None, gt=0, le=366 * 24 * 3600, description="Wall-clock limit: seconds or '90s' / '5m' / '1h'."
+        None,
+        gt=0,
+        le=366 * 24 * 3600,
+        json_schema_extra=lambda schema: _also_a_duration(schema),
+        description="Wall-clock limit: seconds or '90s' / '5m' / '1h'.",
     )
     epochs: Int | None = Field(None, ge=1, le=MAX_TRIALS * 100, description="Total training epochs over all trials.")
 
@@ -710,6 +717,13 @@ class TrainConfig(Section):
         3, ge=1, le=MAX_EPOCHS, description="Epochs without a better val metric before stopping."
     )
     max_failures: Int = Field(2, ge=0, le=1000, description="Worker-group restarts from the last checkpoint.")
+    collective_timeout_s: Int = Field(
+        1800,
+        ge=10,
+        le=86_400,
+        description="Seconds a rank waits in a torch.distributed collective or rendezvous before the run fails "
+        "(and is retried from its last checkpoint): a rank that hangs does not hold the others forever.",
+    )
     baseline: bool = Field(
         True,
         description="Also score a simple baseline on the same test split: images: a plain 2-conv CNN with the same "
@@ -734,6 +748,16 @@ def _examples(schema: dict[str, Any], registry: Registry) -> None:
 
 def _compile_json_schema(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [{"type": "boolean"}, {"type": "string", "enum": COMPILE_MODES.names()}]
+
+
+def _also_a_duration(schema: dict[str, Any]) -> None:
+    """A number of seconds or a duration string such as '5m' (what :func:`parse_duration` reads)."""
+    schema["anyOf"].insert(1, {"type": "string", "pattern": _DURATION.pattern})
+
+
+def _also_by_name(schema: dict[str, Any], names: tuple[str, ...]) -> None:
+    """List items given as a bare name (``[random_swap]``) as well as ``{type: name, ...}``."""
+    schema["items"] = {"anyOf": [{"type": "string", "enum": list(names)}, schema["items"]]}
 
 
 # ---------------------------------------------------------------------------------------- export

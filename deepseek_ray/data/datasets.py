@@ -64,7 +64,7 @@ class ArrayDataset(Dataset):
     def to_ray(self):
         """This dataset as a ``ray.data.Dataset`` with columns ``x`` and ``y`` (needs a Ray session).
 
-        >>> ArrayDataset(np.zeros((4, 3), np.float32), np.arange(4)).to_ray().count()  # doctest: +SKIP
+        >>> ArrayDataset(np.zeros((4, 3), np.float32), np.arange(4)).to_ray().count()  # starts Ray  # doctest: +SKIP
         4
         """
         import pyarrow as pa

@@ -107,8 +107,11 @@ TextAugmenter = Callable[[list[str], random.Random], list[str]]
 def synonym_replacement(p: float = 0.1) -> TextAugmenter:
     """Replace ``max(1, p·n)`` of ``n`` words with a WordNet synonym (EDA, Wei & Zou 2019).
 
-    >>> synonym_replacement(0.5)(['a', 'good', 'movie'], random.Random(0))   # doctest: +SKIP
-    ['a', 'beneficial', 'movie']
+    Like every augmenter it maps a list of texts; here ``max(1, int(0.5·3))`` = 1 word changes, and
+    ``'a'`` never does (words of one or two letters are kept):
+
+    >>> synonym_replacement(0.5)(['a good movie'], random.Random(0))
+    ['a skillful movie']
     """
 
     return _word_edit(lambda words, rng: _replace_synonyms(words, p, rng))
@@ -172,7 +175,7 @@ def random_deletion(p: float = 0.1) -> TextAugmenter:
 class BackTranslation:
     """Translate to a pivot language and back with two MarianMT models (local folders or hub names).
 
-    >>> BackTranslation('Helsinki-NLP/opus-mt-en-de', 'Helsinki-NLP/opus-mt-de-en')  # doctest: +SKIP
+    >>> BackTranslation('Helsinki-NLP/opus-mt-en-de', 'Helsinki-NLP/opus-mt-de-en')  # hub models  # doctest: +SKIP
     """
 
     forward: str = "Helsinki-NLP/opus-mt-en-de"
@@ -283,6 +286,9 @@ def load_tokenizer(name_or_path: str | Path):
     a hub name is an error that says what to pass instead."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    from ..files import resolve_pretrained
+
+    name_or_path = resolve_pretrained(name_or_path)  # 'all-MiniLM-L6-v2': the packaged encoder's tokenizer
     path = Path(name_or_path)
     if path.is_file():
         return PreTrainedTokenizerFast(tokenizer_file=str(path), pad_token="[PAD]", unk_token="[UNK]")
@@ -330,6 +336,9 @@ class TextPreprocessor:
     ``{'type': ..., ...}`` dicts from :data:`AUGMENTATIONS`; each adds ``copies`` altered copies of every
     training row, changing about a fraction ``p`` of its words. Val and test are never augmented.
     Exact duplicate texts are dropped before splitting, so no text is in two splits.
+
+    The promised call, skipped here: its tokenizer and translation models come from the hub, and
+    ``raw_data.csv`` is the user's file.
 
     >>> pre = TextPreprocessor(tokenizer='bert-base-uncased', max_len=512,
     ...                        augmentation=['synonym_replacement', 'back_translation'])  # doctest: +SKIP

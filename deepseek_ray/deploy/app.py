@@ -241,11 +241,11 @@ class ModelServer:
             self.shadow_traffic.offer(request_id, examples if inputs is None else inputs, rows)
         return rows, sizes
 
-    async def _answer(self, examples: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+    async def _answer(self, examples: np.ndarray, *, shed: bool = True) -> tuple[list[np.ndarray], list[int]]:
         count = len(examples)
         if count > self.limits["max_examples"]:
             raise HTTPError(413, f"{count} examples in one request; at most {self.limits['max_examples']}")
-        if not self.scheduler.admit(count):
+        if not self.scheduler.admit(count, shed=shed):
             raise self._over_capacity()
         try:
             async with asyncio.timeout(self.limits["timeout_s"]):
@@ -335,10 +335,12 @@ class ModelServer:
         return self.controller_state()
 
     # --------------------------------------------------------------------------------- shadow
-    async def mirror(self, requests: list[Any]) -> list[np.ndarray | None]:
+    async def mirror(self, requests: list[Any]) -> list[np.ndarray | str | None]:
         """The candidate's side of shadow traffic (through its handle): for each mirrored request's inputs, parsed
         here (a numeric tensor, from the Open Inference Protocol, is taken as it is), the outputs; None for a
-        request this model cannot parse."""
+        request this model cannot parse. Mirrored work is bounded by the live side's in-flight cap, so it is not
+        shed by the latency target (that would only throw evidence away); past the request timeout each is
+        ``"dropped"`` (the candidate lags: the live side counts those as dropped, not as its errors)."""
         parsed: list[np.ndarray | None] = []
         for inputs in requests:
             try:
@@ -349,8 +351,14 @@ class ModelServer:
         examples = [p for p in parsed if p is not None]
         if not examples:
             return [None] * len(parsed)
-        rows, _ = await self._answer(np.concatenate(examples))
-        outputs, start = [], 0
+        try:
+            rows, _ = await self._answer(np.concatenate(examples), shed=False)
+        except HTTPError as err:
+            if err.status != 504:
+                raise
+            return ["dropped" if p is not None else None for p in parsed]
+        outputs: list[np.ndarray | str | None] = []
+        start = 0
         for p in parsed:
             outputs.append(None if p is None else np.stack(rows[start : start + len(p)]))
             start += 0 if p is None else len(p)
@@ -561,7 +569,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     ``max_queued_requests``, ``access_log``; the experiment file's ``serve`` section spells them the same.
     ``model_path`` may be a registered version (``models:/NAME@champion``, read from ``tracking_uri``).
 
-    >>> build_app({'model_path': 'runs/mnist-quickstart/export/model.onnx'})  # doctest: +SKIP
+    >>> build_app({'model_path': 'runs/mnist-quickstart/export/model.onnx'})  # needs Ray  # doctest: +SKIP
     """
     if "model_path" not in args:
         raise ValueError("build_app needs args.model_path (an exported .onnx file, or a models:/ URI)")
@@ -656,7 +664,8 @@ def deploy(
     ``tracking_uri``, ...), and ``shadow`` (the experiment file's ``serve.shadow``: with a ``candidate``, a shadow
     session starts beside the live app, :func:`~deepseek_ray.deploy.shadow.start_shadow`).
 
-    >>> deploy('runs/mnist-quickstart/export/model.onnx', name='mnist-quickstart', route='/mnist')  # doctest: +SKIP
+    >>> deploy('runs/mnist-quickstart/export/model.onnx', name='mnist-quickstart',
+    ...        route='/mnist')  # needs Serve  # doctest: +SKIP
     'http://127.0.0.1:8000/mnist'
     """
     from ..runtime import hush
@@ -683,7 +692,7 @@ def missing_serve_settings(ingress: str = "proxy") -> dict[str, str]:
     """Of :func:`~deepseek_ray.runtime.serve_settings`, those the cluster's processes lack (as a Ray task sees
     its node's environment), by name with the value wanted.
 
-    >>> missing_serve_settings('haproxy')  # doctest: +SKIP
+    >>> missing_serve_settings('haproxy')  # needs Ray  # doctest: +SKIP
     {'RAY_SERVE_ENABLE_HA_PROXY': '1'}
     """
     import os

@@ -112,9 +112,10 @@ class DynamicBatchScheduler:
         that refusing costs little). An idle replica is never full: the estimate has nothing to stand on."""
         return bool(self.pending) and self.estimate_ms(size) > self.budget_ms * self.safety
 
-    def admit(self, size: int = 1) -> bool:
-        """Whether ``size`` more examples are answered within the budget; if so they count as pending."""
-        if self.full(size):
+    def admit(self, size: int = 1, *, shed: bool = True) -> bool:
+        """Whether ``size`` more examples are answered within the budget; if so they count as pending.
+        ``shed=False`` admits them regardless (work bounded elsewhere: mirrored traffic's in-flight cap)."""
+        if shed and self.full(size):
             return False
         if not self.pending:
             self._busy_since = time.perf_counter()

@@ -46,7 +46,8 @@ LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150
 class ServingMetrics:
     """The metrics of one replica; ``record`` is called once per answered request.
 
-    >>> ServingMetrics(route='/mnist', threshold_ms=100)  # doctest: +SKIP
+    >>> metrics = ServingMetrics(route='/mnist', threshold_ms=100)
+    >>> metrics.record('http', 200, latency_ms=12.5)
     """
 
     def __init__(self, route: str, threshold_ms: float, window: int = 200):
@@ -105,7 +106,8 @@ class ServingMetrics:
 class ShadowMetrics:
     """A shadow session's comparison as Ray gauges; ``report`` takes :func:`~deepseek_ray.deploy.shadow.shadow_status`.
 
-    >>> ShadowMetrics('mnist')  # doctest: +SKIP
+    >>> ShadowMetrics('mnist').tags
+    {'app': 'mnist'}
     """
 
     COUNTS = ("mirrored", "answered", "dropped", "candidate_errors", "labelled")

@@ -5,8 +5,9 @@ live replicas: each live replica asks it for the shadow session's settings every
 (fraction, in-flight bound, the session's log folder) and mirrors accordingly. A request is chosen by a hash of
 its id (the same id is always chosen or not, whichever replica serves it). The live answer is sent first; the
 mirrored requests of each :data:`MIRROR_WINDOW_S` go to the candidate in one call, a task of its own, with at
-most ``max_in_flight`` examples out at once: beyond that, or when the candidate does not answer within
-``timeout_s``, the examples are dropped and counted. Both answers, the
+most ``max_in_flight`` examples out at once: beyond that, when the candidate does not answer within
+``timeout_s``, or when it is over capacity (its own latency-targeted 503, or Serve's full queue before it), the
+examples are dropped and counted. Both answers, the
 drops and the candidate's errors go to the replica's :class:`~deepseek_ray.deploy.prediction_log.PredictionLog`
 by request id; ``/feedback`` adds the labels there.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ray.serve.exceptions import BackPressureError
 
 from .prediction_log import DURABLE_WITHIN_MS, PredictionLog, request_ids
 
@@ -146,7 +148,7 @@ class Mirror:
         count = sum(len(ids) for ids, _ in batch)
         try:
             answers = await asyncio.wait_for(self.handle.mirror.remote([inputs for _, inputs in batch]), timeout_s)
-        except TimeoutError:
+        except (TimeoutError, BackPressureError):  # the candidate lags: Serve's queue before it is full
             answers = ["dropped"] * len(batch)
         except Exception as err:  # the candidate's failure is counted, never the live answer's
             logger.debug("the candidate failed: %s", err)

@@ -8,11 +8,13 @@ model (Serve starts the new replicas before it stops the old: ``max_surge_percen
 dropped), then moves the MLflow alias ``champion`` to the candidate's version and ends the session. One
 process writes the registry: the controller, or the CLI (``deepseek-ray promote``), never a replica.
 
->>> start_shadow('mnist', 'runs/mnist/export/model.onnx', fraction=0.1)  # doctest: +SKIP
+On a cluster running Serve (hence skipped here):
+
+>>> start_shadow('mnist', 'runs/mnist/export/model.onnx', fraction=0.1)  # Serve  # doctest: +SKIP
 {'app': 'mnist-shadow', 'version': '2', 'log_dir': '/…/runs/mnist/shadow/20261201-170000-v2', ...}
->>> shadow_status('mnist')['decision']['verdict']  # doctest: +SKIP
+>>> shadow_status('mnist')['decision']['verdict']  # Serve  # doctest: +SKIP
 'need_more_data'
->>> promote('mnist')  # doctest: +SKIP
+>>> promote('mnist')  # Serve  # doctest: +SKIP
 {'app': 'mnist', 'version': '2', 'previous': '1'}
 """
 
@@ -58,7 +60,7 @@ def controller_name(name: str) -> str:
 def is_live(name: str) -> bool:
     """Whether the Serve app ``name`` is running on this cluster.
 
-    >>> is_live('mnist')  # doctest: +SKIP
+    >>> is_live('mnist')  # needs Serve  # doctest: +SKIP
     True
     """
     from ray import serve
@@ -76,7 +78,7 @@ def app_handle(app: str) -> Any:
     """A handle to the Serve app ``app``, one per process: each new handle is a router of its own that polls
     Serve's controller for as long as the process lives. A ``ValueError`` when the app is not running.
 
-    >>> app_handle('mnist').deployed_with.remote().result()['route']  # doctest: +SKIP
+    >>> app_handle('mnist').deployed_with.remote().result()['route']  # needs Serve  # doctest: +SKIP
     '/mnist'
     """
     from ray import serve
@@ -94,7 +96,7 @@ def app_handle(app: str) -> Any:
 def live_args(name: str) -> dict[str, Any]:
     """The arguments the live app ``name`` was built with (its replicas keep them).
 
-    >>> live_args('mnist')['model_path']  # doctest: +SKIP
+    >>> live_args('mnist')['model_path']  # needs Serve  # doctest: +SKIP
     'models:/mnist@champion'
     """
     try:
@@ -107,7 +109,7 @@ def live_args(name: str) -> dict[str, Any]:
 def session_settings(name: str) -> dict[str, Any]:
     """The running shadow session of ``name`` (its candidate app's settings).
 
-    >>> session_settings('mnist')['fraction']  # doctest: +SKIP
+    >>> session_settings('mnist')['fraction']  # needs Serve  # doctest: +SKIP
     0.1
     """
     try:
@@ -198,7 +200,7 @@ def start_shadow(
 def stop_shadow(name: str) -> None:
     """End ``name``'s shadow session: the candidate's app and the controller go; the live app is untouched.
 
-    >>> stop_shadow('mnist')  # doctest: +SKIP
+    >>> stop_shadow('mnist')  # needs Serve  # doctest: +SKIP
     """
     from ray import serve
 
@@ -278,7 +280,7 @@ def compare(pairs: dict[str, Any], metric: str, threshold: float, alpha: float) 
 def shadow_status(name: str) -> dict[str, Any]:
     """How ``name``'s shadow session stands: the counts, agreement, both metrics, the interval and the decision.
 
-    >>> shadow_status('mnist')['labelled']  # doctest: +SKIP
+    >>> shadow_status('mnist')['labelled']  # needs Serve  # doctest: +SKIP
     179
     """
     settings = session_settings(name)
@@ -300,7 +302,7 @@ def promote(name: str, to_version: str | None = None, tracking_uri: str | None =
     """Make the shadow candidate live (``to_version``: that registered version instead, a rollback), without
     dropping a request; then move ``champion`` to it. Returns ``{app, version, previous}``.
 
-    >>> promote('mnist', to_version='1')  # doctest: +SKIP
+    >>> promote('mnist', to_version='1')  # needs Serve  # doctest: +SKIP
     {'app': 'mnist', 'version': '1', 'previous': '2'}
     """
     args = live_args(name)
@@ -333,7 +335,7 @@ def _tracking_uri_of_live(args: dict[str, Any], tracking_uri: str | None) -> str
 def redeploy(name: str, args: dict[str, Any]) -> None:
     """Deploy ``name`` again with ``args`` and wait until its new replicas serve (the old ones serve meanwhile).
 
-    >>> redeploy('mnist', {**live_args('mnist'), 'model_path': 'models:/mnist/2'})  # doctest: +SKIP
+    >>> redeploy('mnist', {**live_args('mnist'), 'model_path': 'models:/mnist/2'})  # Serve  # doctest: +SKIP
     """
     from ray import serve
     from ray.serve.schema import ApplicationStatus
@@ -377,7 +379,7 @@ class ShadowController:
     """The one process that watches a session: Ray metrics from its log and, with ``auto_promote``, the
     promotion (the only writer of the registry besides the CLI). :func:`start_shadow` starts it.
 
-    >>> ray.get_actor(controller_name('mnist'), namespace=NAMESPACE).status.remote()  # doctest: +SKIP
+    >>> ray.get_actor(controller_name('mnist'), namespace=NAMESPACE).status.remote()  # Ray  # doctest: +SKIP
     """
 
     def __init__(self, name: str, period_s: float = CONTROLLER_PERIOD_S):

@@ -5,7 +5,7 @@ replicas' ``working_dir``); a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://`
 ``pyarrow.fs`` opens) is fetched by each replica. Nothing is left that exists only on the driver's disk.
 
 >>> path = 'runs/mnist-quickstart/export/model.onnx'
->>> ship_model(path, read_model_metadata(path))  # doctest: +SKIP
+>>> ship_model(path, read_model_metadata(path))  # uploads through Ray  # doctest: +SKIP
 ('model.onnx', {'working_dir': 'gcs://_ray_pkg_….zip'})
 """
 
@@ -63,8 +63,10 @@ def ship_model(model_path: str | Path, meta: dict[str, Any]) -> tuple[str, dict[
 def local_model(replica_path: str) -> Path:
     """On the replica: a local path to the model, fetching the folder of a URI first.
 
-    >>> local_model('model.onnx')  # doctest: +SKIP
-    PosixPath('/tmp/ray/session_…/runtime_resources/working_dir_files/…/model.onnx')
+    A replica starts in its copy of the shipped folder, so a relative path is resolved there:
+
+    >>> local_model('model.onnx') == Path.cwd() / 'model.onnx'
+    True
     """
     if not is_uri(replica_path):
         return Path(replica_path).resolve()

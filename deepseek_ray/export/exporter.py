@@ -496,8 +496,11 @@ def register_onnx_translation(op: Any, translation: Callable[..., Any]) -> None:
 def read_metadata(model_path: str | Path) -> dict[str, Any]:
     """The metadata written beside an exported model (``model.onnx`` → ``model.onnx.json``).
 
-    >>> read_metadata('runs/mnist-quickstart/export/model.onnx')['opset']  # doctest: +SKIP
-    18
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), 'model.onnx')
+    >>> _ = ModelExporter().export(torch.nn.Linear(4, 2), path, torch.randn(2, 4))
+    >>> read_metadata(path)['opset'], read_metadata(path)['inputs'][0]['shape']
+    (18, ['batch', 4])
     """
     meta_path = Path(str(model_path) + ".json")
     if not meta_path.is_file():
@@ -531,7 +534,10 @@ def onnx_predict(session: Any, batch: np.ndarray) -> np.ndarray:
 def input_dtype(session: Any) -> type:
     """The numpy type of a session's first input (float32 unless the model says otherwise).
 
-    >>> input_dtype(onnx_session('runs/text/export/model.onnx'))  # doctest: +SKIP
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), 'ids.onnx')  # a model of token ids, as text models are
+    >>> _ = ModelExporter().export(torch.nn.Embedding(10, 3), path, torch.tensor([[1, 2, 3]]))
+    >>> input_dtype(onnx_session(path))
     <class 'numpy.int64'>
     """
     return _NUMPY_TYPES.get(session.get_inputs()[0].type, np.float32)

@@ -26,7 +26,7 @@ MAX_BATCH, MAX_SEQUENCE = 64, 512  # upper bounds of the engine's dynamic axes
 def tensorrt_backend() -> str:
     """``'tensorrt'`` when the package imports, else the first ONNX Runtime GPU provider; else an error.
 
-    >>> tensorrt_backend()  # doctest: +SKIP
+    >>> tensorrt_backend()  # needs a GPU (else the error)  # doctest: +SKIP
     'tensorrt'
     """
     try:

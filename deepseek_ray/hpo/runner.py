@@ -629,7 +629,7 @@ def run_trials(
     >>> space = SearchSpace.from_mapping({'type': 'params', 'x': {'uniform': [0, 1]}})
     >>> search = SearchConfig(strategy={'type': 'tpe'}, scheduler={'type': 'fifo'}, metric='loss', mode='min',
     ...                       budget={'trials': 10})
-    >>> run_trials(sphere, space, search, storage_path='/tmp/ds').best_metric < 0.05  # doctest: +SKIP
+    >>> run_trials(sphere, space, search, storage_path='/tmp/ds').best_metric < 0.05  # needs Ray  # doctest: +SKIP
     True
     """
     folder = Path(storage_path or Path.cwd() / "runs" / name / "search").resolve() / name
@@ -690,9 +690,10 @@ def run_search(
     for up to ``search.scheduler.max_t`` epochs. ``resume=True`` continues the search stored under
     the same ``name`` and ``storage_path``.
 
-    >>> from deepseek_ray.hpo import HPOConfig, run_search       # doctest: +SKIP
-    >>> from deepseek_ray.data import load_dataset                # doctest: +SKIP
-    >>> run_search(HPOConfig(budget={'trials': 4}), load_dataset('digits')).best_architecture  # doctest: +SKIP
+    >>> from deepseek_ray.hpo import HPOConfig, run_search
+    >>> from deepseek_ray.data import load_dataset
+    >>> digits = load_dataset('digits')
+    >>> run_search(HPOConfig(budget={'trials': 4}), digits).best_architecture  # needs Ray  # doctest: +SKIP
     'c32|conv3x3|conv5x5'
     """
     if hasattr(search, "to_search"):  # NASConfig

@@ -120,7 +120,13 @@ def save_bundle(
 def load_bundle(path: str | Path) -> tuple[InferenceModel, dict[str, Any]]:
     """Load a bundle: the :class:`InferenceModel` (eval mode, CPU) and its metadata.
 
-    >>> model, meta = load_bundle('runs/mnist-quickstart/model')  # doctest: +SKIP
+    >>> import tempfile
+    >>> spec = {'type': 'mlp', 'in_features': 4, 'out_features': 3}
+    >>> folder = save_bundle(tempfile.mkdtemp(), build_model(spec).state_dict(), spec, labels=['a', 'b', 'c'],
+    ...                      input_shape=(4,), preprocessing={'mean': 0.0, 'std': 1.0}, seed=0)
+    >>> model, meta = load_bundle(folder)
+    >>> meta['labels'], model(torch.zeros(2, 4)).shape, model.training
+    (['a', 'b', 'c'], torch.Size([2, 3]), False)
     """
     path = Path(path)
     if not (path / META).is_file():

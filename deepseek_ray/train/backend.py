@@ -33,8 +33,8 @@ class TorchBackendConfig(BackendConfig):
     :func:`~deepseek_ray.ray_compat.torch_trainer_class` returns, which swaps in Ray's ``TorchConfig`` where
     this Ray lacks those functions.
 
-    >>> from deepseek_ray.ray_compat import torch_trainer_class  # doctest: +SKIP
-    >>> torch_trainer_class()(loop, torch_config=TorchBackendConfig(backend="gloo"))  # doctest: +SKIP
+    >>> from deepseek_ray.ray_compat import torch_trainer_class
+    >>> torch_trainer_class()(loop, torch_config=TorchBackendConfig(backend="gloo"))  # needs Ray  # doctest: +SKIP
     >>> TorchBackendConfig(backend="gloo").to_dict()
     {'backend': 'gloo', 'init_method': 'env', 'timeout_s': 1800}
     """

@@ -237,7 +237,8 @@ def train(
     controller process, next to the progress relay.
 
     >>> config = TrainConfig(epochs=2, optimizer={'lr': 5e-3})
-    >>> result = train(config, splits, model_spec=spec, name='demo', storage_path='/tmp/runs')  # doctest: +SKIP
+    >>> result = train(config, splits, model_spec=spec, name='demo',
+    ...                storage_path='/tmp/runs')  # Ray Train  # doctest: +SKIP
     """
     submitted_at = time.time()
     _check_arguments(config, callbacks)
@@ -273,7 +274,9 @@ def train(
             "run_dir": str(Path(storage_path).resolve() / name),
         },
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": 1}),
-        torch_config=TorchBackendConfig(backend="nccl" if config.use_gpu else "gloo"),
+        torch_config=TorchBackendConfig(
+            backend="nccl" if config.use_gpu else "gloo", timeout_s=config.collective_timeout_s
+        ),
         run_config=RunConfig(
             name=name,
             storage_path=str(Path(storage_path).resolve()),
