@@ -61,6 +61,8 @@ UPLOAD_WORKING_DIR = "ray._private.runtime_env.working_dir:upload_working_dir_if
 # A handle's router runs in a thread of its own by default; a replica calling another app on every mirrored
 # request then pays a thread hop and GIL ping-pong per call. This option keeps the router on the caller's loop.
 HANDLE_ROUTER_OPTION = "_run_router_in_separate_loop"
+# Ray reads RAY_ENABLE_AUTO_CONNECT into this module once, at import.
+AUTO_INIT_HOOK = "ray._private.auto_init_hook:"
 
 # Ray Train settings we change (Ray Train copies these from the driver's environment to the controller and
 # the workers; a name a later Ray no longer reads is simply ignored). The controller polls workers every 2 s
@@ -321,6 +323,6 @@ def stop_auto_connect() -> None:
     """Let no later Ray call start or join a cluster by itself (``RAY_ENABLE_AUTO_CONNECT=0``, which Ray reads
     only at import). The driver joins its cluster explicitly; at exit, after Ray's own shutdown, a Serve handle's
     router thread would otherwise call ``ray.init`` from outside the main thread and log about it."""
-    hook = lookup("ray._private.auto_init_hook:")
+    hook = lookup(AUTO_INIT_HOOK)
     if hook is not None and hasattr(hook, "enable_auto_connect"):
         hook.enable_auto_connect = False

@@ -102,12 +102,18 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("work")
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``python -m deepseek_ray ARGS`` and return the finished process."""
+def cli_env() -> dict[str, str]:
+    """The environment a ``python -m deepseek_ray`` subprocess runs in: this checkout first, the cluster from
+    ``--address`` only."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m deepseek_ray ARGS`` and return the finished process."""
     return subprocess.run([sys.executable, "-m", "deepseek_ray", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=cli_env())
 
 
 @pytest.fixture(scope="session")

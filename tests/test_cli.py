@@ -15,17 +15,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, cli_env, run_cli
 
 TINY_SEARCH = ["--set", "search.budget.trials=4", "--set", "search.scheduler.max_t=2", "--set", "tracking.enabled=false"]
 
 
 def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     """``python -m deepseek_ray ARGS`` in the background, its output to ``log``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "deepseek_ray", *args], cwd=cwd, env=env, stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "deepseek_ray", *args], cwd=cwd, env=cli_env(), stdout=out,
                                 stderr=subprocess.STDOUT)
 
 

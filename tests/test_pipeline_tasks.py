@@ -20,7 +20,7 @@ import pytest
 import requests
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, cli_env
 
 SHRINK = ["--set", "search.budget.trials=2", "--set", "search.scheduler.max_t=2", "--set", "search.scheduler.grace_period=1",
           "--set", "train.workers=1", "--set", "train.early_stopping_patience=null",
@@ -30,13 +30,11 @@ SHRINK = ["--set", "search.budget.trials=2", "--set", "search.scheduler.max_t=2"
 @pytest.fixture(scope="module")
 def task_runs(cluster, tmp_path_factory) -> dict:
     """Both pipelines, started at once; returns each one's process, wall and run folder."""
-    import os
 
     # One working directory (so one mlflow.db) per run: two processes creating one sqlite store race
     # in MLflow's schema migration, and test_e2e counts the runs in its own store.
     work = tmp_path_factory.mktemp("tasks")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
+    env = cli_env()
     commands = {
         "tabular": ["run", str(ROOT / "examples" / "tabular.yaml"), "--address", cluster.address, *SHRINK,
                     "--set", "name=penguins-tests", "--set", "train.epochs=20", "--set", "serve.route=/penguins-tests",

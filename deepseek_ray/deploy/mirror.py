@@ -6,10 +6,10 @@ live replicas: each live replica asks it for the shadow session's settings every
 its id (the same id is always chosen or not, whichever replica serves it). The live answer is sent first; the
 mirrored requests of each :data:`MIRROR_WINDOW_S` go to the candidate in one call, a task of its own, with at
 most ``max_in_flight`` examples out at once: beyond that, when the candidate does not answer within
-``timeout_s``, or when it is over capacity (its own latency-targeted 503, or Serve's full queue before it), the
-examples are dropped and counted. Both answers, the
-drops and the candidate's errors go to the replica's :class:`~deepseek_ray.deploy.prediction_log.PredictionLog`
-by request id; ``/feedback`` adds the labels there.
+``timeout_s`` (or its own request timeout), or when Serve's queue before it is full, the examples are dropped and
+counted (the candidate does not shed them by its latency target: the in-flight bound already limits them).
+Both answers, the drops and the candidate's errors go to the replica's
+:class:`~deepseek_ray.deploy.prediction_log.PredictionLog` by request id; ``/feedback`` adds the labels there.
 
 >>> chosen('3f2a-request', 1.0), chosen('3f2a-request', 0.0)
 (True, False)
