@@ -33,7 +33,11 @@ def head_node(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     with log.open("w") as out:
         head = subprocess.Popen(
             [_ray_bin(), "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dashboard_port}",
-             "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+             "--num-cpus=4", "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+             # The suite's own Ray already holds the agent's default HTTP port (52365): without ports of its own
+             # this head's job agent never comes up and every submission is "No available agent to submit job".
+             f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+             f"--ray-client-server-port={free_port()}"],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{dashboard_port}"
