@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +18,7 @@ import yaml
 from deepseek_ray.config import STRATEGIES, ConfigError, SearchConfig
 from deepseek_ray.data import load_dataset
 from deepseek_ray.hpo import SearchSpace, make_searcher, run_search, run_trials, sampler_of
-from deepseek_ray.hpo.runner import STATE_FILE, SearchState
+from deepseek_ray.hpo.trainable import unnest
 from deepseek_ray.models import MODELS, Architecture, build_model
 from deepseek_ray.nas import NASConfig
 
@@ -60,7 +62,7 @@ def test_hyperopt_nested_choice_gives_consistent_architectures():
     space = SearchSpace.from_mapping(NAS)
     searcher = make_searcher(search(strategy={"type": "hyperopt"}, metric="val_accuracy", mode="max"), space, seed=0)
     for index in range(12):
-        params = SearchSpace.unnest(searcher.suggest(str(index)))
+        params = unnest(searcher.suggest(str(index)))
         arch = Architecture.decode(space.architecture(params))
         assert len(arch.cells) == params["cells"] and arch.channels in (8, 16)
         assert not any(f"cell{c}_op0" in params for c in range(params["cells"], 3))  # no inactive ops
@@ -195,9 +197,9 @@ def test_budgets_stop_the_search_and_say_which(ray_address, tmp_path):
             time.sleep(0.3)
             yield {"loss": params["x"] / (epoch + 1)}
 
-    timed = run_trials(slow, XY, search(scheduler={"type": "fifo", "max_t": 3}, budget={"trials": 50, "time": 2.5}),
+    timed = run_trials(slow, XY, search(scheduler={"type": "fifo", "max_t": 3}, budget={"trials": 50, "time": 6}),
                        name="time", storage_path=tmp_path)
-    assert timed.stop_reason == "time budget (2.5 s) reached" and len(timed.trials) < 50
+    assert timed.stop_reason == "time budget (6 s) reached" and len(timed.trials) < 50
     epochs = run_trials(slow, XY, search(scheduler={"type": "fifo", "max_t": 3}, budget={"trials": 50, "epochs": 7}),
                         name="epochs", storage_path=tmp_path)
     assert epochs.stop_reason == "epoch budget (7 epochs) reached"
@@ -206,12 +208,14 @@ def test_budgets_stop_the_search_and_say_which(ray_address, tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["asha", "hyperband"])
 def test_schedulers_stop_weak_trials_early(ray_address, tmp_path, scheduler):
-    def curve(params, seed):
-        for epoch in range(1, 5):
-            yield {"loss": params["x"] + 1.0 / epoch}
+    def curve(params, seed, checkpoint=None):  # HyperBand pauses trials: it checkpoints and continues
+        for epoch in range(pickle.loads(checkpoint) + 1 if checkpoint else 1, 5):
+            time.sleep(0.1)  # trials overlap, so that HyperBand's brackets fill before their first trials end
+            yield {"loss": params["x"] + 1.0 / epoch, "checkpoint": pickle.dumps(epoch)}
 
-    config = search(strategy={"type": "random"}, scheduler={"type": scheduler, "max_t": 4, "grace_period": 1,
-                                                             "reduction_factor": 2}, budget={"trials": 12})
+    rungs = {"grace_period": 1} if scheduler == "asha" else {}  # Tune's HyperBand derives its brackets' rungs
+    config = search(strategy={"type": "random"}, scheduler={"type": scheduler, "max_t": 4, "reduction_factor": 2,
+                                                             **rungs}, budget={"trials": 12})
     result = run_trials(curve, XY, config, name=scheduler, storage_path=tmp_path)
     pruned = [t for t in result.trials if t["status"] == "PRUNED"]
     assert pruned and all(t["epochs"] < 4 for t in pruned)
@@ -258,72 +262,89 @@ def test_nas_config_with_hyperopt_rebuilds_the_best_architecture_exactly(ray_add
 
 
 DRIVER = '''
-import sys, time
+import pickle, sys, time
 from deepseek_ray.runtime import connect
 from deepseek_ray.config import SearchConfig
 from deepseek_ray.hpo import SearchSpace, run_trials
 
 connect(sys.argv[1])
-log = sys.argv[3]
+log, scheduler = sys.argv[3], sys.argv[4]
 
-def objective(params, seed):
-    with open(log, "a") as f:
-        f.write(repr(params["x"]) + "\\n")
-    time.sleep(0.6)
-    yield {"loss": (params["x"] - 0.3) ** 2}
+def objective(params, seed, checkpoint=None):
+    for epoch in range(pickle.loads(checkpoint) + 1 if checkpoint else 1, 5):
+        with open(log, "a") as f:
+            f.write(f"{params['x']!r} {epoch}\\n")
+        time.sleep(0.25)
+        yield {"loss": (params["x"] - 0.3) ** 2 + 1 / epoch, "checkpoint": pickle.dumps(epoch)}
 
 space = SearchSpace.from_mapping({"type": "params", "x": {"uniform": [0.0, 1.0]}})
-config = SearchConfig(strategy={"type": "tpe", "n_startup_trials": 3}, scheduler={"type": "fifo", "max_t": 1},
-                      metric="loss", mode="min", budget={"trials": 12}, concurrency=2, cpus_per_trial=0.5)
-run_trials(objective, space, config, name="resumable", storage_path=sys.argv[2], seed=7)
+schedulers = {"fifo": {"type": "fifo", "max_t": 4}, "asha": {"type": "asha", "max_t": 4, "grace_period": 1},
+              "pbt": {"type": "pbt", "max_t": 4, "perturbation_interval": 1, "quantile_fraction": 0.5}}
+config = SearchConfig(scheduler=schedulers[scheduler], metric="loss", mode="min", concurrency=2, cpus_per_trial=0.5,
+                      **({"budget": {"trials": 4}} if scheduler == "pbt" else
+                         {"strategy": {"type": "tpe", "n_startup_trials": 3}, "budget": {"trials": 10}}))
+run_trials(objective, space, config, name="resumable", storage_path=sys.argv[2], seed=7, resume=len(sys.argv) > 5)
 '''
 
 
-def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_trials(ray_address, tmp_path):
-    script, log = tmp_path / "driver.py", tmp_path / "executions.log"
+def _trials_on_disk(folder: Path) -> dict[str, Any]:
+    """The trials Tune's experiment state lists (opened as a user would, outside deepseek_ray), by id."""
+    from ray.tune import ExperimentAnalysis, register_trainable
+
+    from deepseek_ray.hpo import SearchTrial
+
+    register_trainable("SearchTrial", SearchTrial)  # Tune checks a paused trial's trainable by name on reading it
+    try:
+        return {t.trial_id: t for t in ExperimentAnalysis(str(folder)).trials}
+    except (ValueError, OSError, json.JSONDecodeError):  # not written yet
+        return {}
+
+
+@pytest.mark.parametrize("scheduler", ["fifo", "asha", "pbt"])
+def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_trials(ray_address, tmp_path, scheduler):
+    script, log, folder = tmp_path / "driver.py", tmp_path / "epochs.log", tmp_path / "resumable"
     script.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, str(script), ray_address, str(tmp_path), str(log)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state_path = tmp_path / "resumable" / STATE_FILE
-    finished_before: dict[str, dict] = {}
+    argv = [sys.executable, str(script), ray_address, str(tmp_path), str(log), scheduler]
+    driver = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished: dict[str, Any] = {}
     deadline = time.monotonic() + 240
-    while len(finished_before) < 4 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            state = SearchState.load(state_path)
-        except (FileNotFoundError, EOFError):
-            continue
-        finished_before = {t.trial_id: t.params for t in state.trials.values() if t.finished}
+    ready = lambda: (folder / "pbt_global.txt").is_file() if scheduler == "pbt" else len(finished) >= 3  # noqa: E731
+    while not ready() and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        finished = {i: t for i, t in _trials_on_disk(folder).items() if t.status == "TERMINATED"}
     assert driver.poll() is None, "the driver ended before it could be killed"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    killed_state = SearchState.load(state_path)  # the last state the driver wrote
-    finished_before = {t.trial_id: t.params for t in killed_state.trials.values() if t.finished}
-    running_at_kill = {t.trial_id: t.params for t in killed_state.trials.values() if not t.finished}
-    assert 4 <= len(finished_before) < 12
-    time.sleep(1.0)  # let Ray clean up the dead driver's tasks
+    killed = _trials_on_disk(folder)  # the last experiment state the driver wrote
+    finished = {i: t.config["x"] for i, t in killed.items() if t.status == "TERMINATED"}
+    assert len(finished) < len(killed) or scheduler != "pbt"
+    epochs_before = len(log.read_text().splitlines())
+    time.sleep(1.0)  # let Ray clean up the dead driver's actors
 
-    def objective(params, seed):
-        with open(log, "a") as f:
-            f.write(repr(params["x"]) + "\n")
-        time.sleep(0.1)
-        yield {"loss": (params["x"] - 0.3) ** 2}
+    resumed = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = json.loads((folder / "trials.json").read_text())
+    budget = 4 if scheduler == "pbt" else 10
+    ids = [t["trial_id"] for t in trials]
+    assert len(ids) == budget and len(set(ids)) == budget and set(killed) <= set(ids)
+    assert all(t["status"] in ("TERMINATED", "PRUNED") for t in trials)
+    after_kill = [line.split()[0] for line in log.read_text().splitlines()[epochs_before:]]
+    for trial_id, x in finished.items():  # a trial finished before the kill did not train again
+        assert repr(x) not in after_kill, f"trial {trial_id} ran again"
+        assert next(t for t in trials if t["trial_id"] == trial_id)["params"]["x"] == x
+    if scheduler == "pbt":  # the scheduler's state came back: its exploits before the kill are in the lineage
+        exploits = len((folder / "pbt_global.txt").read_text().splitlines())
+        assert sum(len(t["lineage"]) for t in trials) == exploits > 0
+        assert all(t["epochs"] == 4 for t in trials)
+        return
+    # The searcher was restored, not re-seeded (a fresh TPE with seed 7 would propose the first trials again),
+    # and its study holds every trial, the pre-kill ones included.
+    xs = [t["params"]["x"] for t in trials]
+    assert len(set(xs)) == budget
+    from ray.tune.search.optuna import OptunaSearch
 
-    config = SearchConfig(strategy={"type": "tpe", "n_startup_trials": 3}, scheduler={"type": "fifo", "max_t": 1},
-                          metric="loss", mode="min", budget={"trials": 12}, concurrency=2, cpus_per_trial=0.5)
-    space = SearchSpace.from_mapping({"type": "params", "x": {"uniform": [0.0, 1.0]}})
-    result = run_trials(objective, space, config, name="resumable", storage_path=tmp_path, seed=7, resume=True)
-    ids = [t["trial_id"] for t in result.trials]
-    assert len(ids) == 12 and len(set(ids)) == 12 and all(t["status"] == "TERMINATED" for t in result.trials)
-    executions = [float(line) for line in log.read_text().split()]
-    for trial_id, params in finished_before.items():
-        assert executions.count(params["x"]) == 1, f"trial {trial_id} ran again"
-        assert next(t for t in result.trials if t["trial_id"] == trial_id)["params"] == params
-    for trial_id, params in running_at_kill.items():  # rerun with the same configuration
-        assert next(t for t in result.trials if t["trial_id"] == trial_id)["params"] == params
-    # The searcher's own state was restored: its study holds every trial, the pre-kill ones included.
-    study = SearchState.load(state_path).searcher._ot_study
-    told = {round(t.params["x"], 12) for t in study.trials if t.state.name == "COMPLETE"}
-    assert {round(p["x"], 12) for p in finished_before.values()} <= told and len(told) == 12
-    assert json.loads((tmp_path / "resumable" / "trials.json").read_text())[0]["trial_id"] == "00000"
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(folder))
+    told = {round(t.params["x"], 12) for t in searcher._ot_study.trials if t.state.name == "COMPLETE"}
+    assert {round(x, 12) for x in finished.values()} <= told and len(told) == budget

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -497,10 +497,7 @@ class StrategyConfig(Section):
         return self
 
 
-_Scheduler = TypeVar("_Scheduler", "AshaSchedulerConfig", "HyperbandSchedulerConfig")
-
-
-def _grace_within_max_t(scheduler: _Scheduler) -> _Scheduler:
+def _grace_within_max_t(scheduler: AshaSchedulerConfig) -> AshaSchedulerConfig:
     # A grace period past max_t would never let the scheduler stop a trial: a silently plain search.
     _not_above("grace_period", scheduler.grace_period, "max_t", scheduler.max_t)
     return scheduler
@@ -527,24 +524,22 @@ class AshaSchedulerConfig(Section):
 
 
 class HyperbandSchedulerConfig(Section):
-    """HyperBand with brackets of successive halving."""
+    """HyperBand (Tune's ``HyperBandScheduler``): brackets of successive halving, the smallest starting at
+    ``max_t / reduction_factor**k`` epochs. It pauses trials between rungs, so trials checkpoint."""
 
     type: Literal["hyperband"]
     max_t: Int = Field(4, ge=1, le=MAX_EPOCHS)
-    grace_period: Int = Field(1, ge=1, le=MAX_EPOCHS, description="Epochs of the smallest bracket's first rung.")
     reduction_factor: Float = Field(3.0, gt=1, le=100)
-
-    @model_validator(mode="after")
-    def _rungs(self) -> HyperbandSchedulerConfig:
-        return _grace_within_max_t(self)
 
 
 class PbtSchedulerConfig(Section):
-    """Population-based training (Jaderberg et al. 2017), synchronous: every ``perturbation_interval``
-    epochs the worst ``quantile_fraction`` of the trials copy the weights and optimizer state of a
-    random trial from the best fraction and continue with its hyperparameters, perturbed.
+    """Population-based training (Jaderberg et al. 2017; Tune's ``PopulationBasedTraining``, ``synch=True``):
+    every ``perturbation_interval`` epochs the worst ``quantile_fraction`` of the trials copy the weights
+    and optimizer state of a random trial from the best fraction and continue with its hyperparameters,
+    perturbed.
 
-    Needs one metric and one architecture shared by every trial (weights are copied).
+    Needs one metric and one architecture shared by every trial (weights are copied). Tune's PBT takes
+    no searcher: the population is drawn at random by Tune's variant generator (strategy ``random``).
     """
 
     type: Literal["pbt"]
@@ -657,6 +652,11 @@ class SearchConfig(Section):
             raise ValueError(
                 f"scheduler pbt ranks trials by one metric; a multi-objective search ({metrics}) "
                 "needs scheduler type fifo"
+            )
+        if self.scheduler.type == "pbt" and "strategy" in self.model_fields_set and self.strategy.type != "random":
+            raise ValueError(
+                f"strategy {self.strategy.type!r} cannot run under scheduler pbt: Tune's PopulationBasedTraining "
+                "takes no searcher (its population is drawn at random); use strategy random or leave it out"
             )
         if len(metrics) > 1 and self.scheduler.type != "fifo":
             raise ValueError(

@@ -1,4 +1,5 @@
-"""The search runner NAS and HPO share: Ray Tune searchers, pruning schedulers, budgets, resume.
+"""The search NAS and HPO share, on Ray Tune: ``Tuner.fit`` with Tune's searchers and schedulers, budgets,
+``Tuner.restore``.
 
 ``HPOConfig`` is the experiment file's ``search`` section, usable on its own:
 
@@ -7,8 +8,8 @@
 'gp'
 
 ``run_search(config, data)`` trains models over a nas/hpo space; ``run_trials(objective, space,
-config)`` searches any objective that yields metrics. Names load on first use, so that a Ray
-worker running a trial task (``deepseek_ray.hpo.task``) does not import torch or Optuna.
+config)`` searches any objective that yields metrics. Names load on first use, so that a trial actor
+(``deepseek_ray.hpo.trainable``) does not import torch or Optuna until its objective does.
 """
 
 from importlib import import_module
@@ -29,12 +30,12 @@ _HOME = {
     "SearchSpace": ".space",
     "parse_domain": ".space",
     "RegularizedEvolutionSampler": ".strategies",
-    "make_pruner": ".strategies",
     "make_sampler": ".strategies",
     "make_searcher": ".strategies",
     "sampler_of": ".strategies",
-    "PBTRunner": ".pbt",
-    "check_pbt": ".pbt",
+    "SearchTrial": ".trainable",
+    "check_pbt": ".schedulers",
+    "make_scheduler": ".schedulers",
 }
 __all__ = sorted(_HOME)
 

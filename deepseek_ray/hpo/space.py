@@ -338,7 +338,7 @@ class SearchSpace:
         """The space as HyperOpt expressions; the NAS structure is a nested ``hp.choice``.
 
         HyperOptSearch returns the nested choice flattened (``'structure/cells'``):
-        :meth:`unnest` turns it back into flat parameters.
+        :func:`.trainable.unnest` turns it back into flat parameters.
         """
         from hyperopt import hp
 
@@ -356,21 +356,6 @@ class SearchSpace:
             space["structure"] = hp.choice("structure", options)
             space["channels"] = self.structure["channels"].to_hyperopt("channels")
         return space
-
-    @staticmethod
-    def unnest(config: dict[str, Any]) -> dict[str, Any]:
-        """Flatten a searcher's (possibly nested) config into parameter names.
-
-        >>> SearchSpace.unnest({'lr': 0.1, 'structure': {'cells': 1, 'cell0_op0': 'zero'}, 'structure/nodes': 1})
-        {'lr': 0.1, 'cells': 1, 'cell0_op0': 'zero', 'nodes': 1}
-        """
-        flat: dict[str, Any] = {}
-        for key, value in config.items():
-            if isinstance(value, dict):
-                flat.update(SearchSpace.unnest(value))
-            else:
-                flat[key.rsplit("/", 1)[-1]] = value
-        return flat
 
     def grid(self) -> dict[str, list[Any]]:
         """Every parameter's finite values, for grid search (NAS: ops for the largest network)."""

@@ -1,4 +1,4 @@
-"""What to try next (a Ray Tune searcher) and when to stop a trial early (a pruner), by name.
+"""What to try next: a Ray Tune searcher, by name.
 
 Every strategy is one library sampler behind a Ray Tune ``Searcher``:
 
@@ -13,9 +13,8 @@ Every strategy is one library sampler behind a Ray Tune ``Searcher``:
 ``evolution``  :class:`RegularizedEvolutionSampler`, an Optuna sampler (Real et al. 2019)
 =============  ===========================================================
 
-Schedulers (``fifo``, ``asha``, ``hyperband``) are Optuna pruners that see each trial's epoch results;
-``pbt`` changes the trials themselves (weights copied, hyperparameters perturbed), so it is a runner
-of its own (:mod:`.pbt`).
+How long each trial runs is Tune's scheduler's business (:mod:`.schedulers`); under ``pbt`` Tune's own
+variant generator draws the population and no strategy applies.
 
 Each strategy is registered here, in :data:`deepseek_ray.config.STRATEGIES`, the one list that
 ``search.strategy.type`` (its check, its JSON Schema enum, its error message) reads.
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from ..config import STRATEGIES, AshaSchedulerConfig, HyperbandSchedulerConfig, SearchConfig
+from ..config import STRATEGIES, SearchConfig
 from .space import SearchSpace
 
 
@@ -172,25 +171,6 @@ def make_searcher(search: SearchConfig, space: SearchSpace, seed: int) -> Any:
 def sampler_of(searcher: Any) -> Any:
     """The library object that proposes configurations inside a Tune searcher (for tests and logs)."""
     return getattr(searcher, "_sampler", None) or getattr(searcher, "algo", None)
-
-
-def make_pruner(search: SearchConfig):
-    """The Optuna pruner playing ``search.scheduler`` (epochs are the resource).
-
-    >>> from deepseek_ray.config import SearchConfig
-    >>> type(make_pruner(SearchConfig(scheduler={'type': 'asha', 'max_t': 4}))).__name__
-    'SuccessiveHalvingPruner'
-    """
-    spec = search.scheduler  # dispatched on its config class: the schema's union is the list of schedulers
-    if isinstance(spec, AshaSchedulerConfig):
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=spec.grace_period, reduction_factor=int(spec.reduction_factor)
-        )
-    if isinstance(spec, HyperbandSchedulerConfig):
-        return optuna.pruners.HyperbandPruner(
-            min_resource=spec.grace_period, max_resource=spec.max_t, reduction_factor=int(spec.reduction_factor)
-        )
-    return optuna.pruners.NopPruner()  # fifo; pbt runs its own loop (.pbt)
 
 
 class RegularizedEvolutionSampler(optuna.samplers.BaseSampler):
