@@ -1,7 +1,7 @@
 """Search quality on Branin and Hartmann6: median regret after N evaluations, each strategy vs random.
 
-Every strategy runs through deepseek_ray's runner (``run_trials``: a Ray Tune searcher, one Ray task
-per evaluation), one evaluation at a time, over several seeds. Regret = best value found − known
+Every strategy runs through deepseek_ray's search (``run_trials``: ``Tuner.fit`` with the strategy's Tune
+searcher, one Tune trial per evaluation), one evaluation at a time, over several seeds. Regret = best value found − known
 optimum (Branin 0.397887, Hartmann6 −3.32237). ``grid`` is left out: these domains are continuous.
 
     python bench/bench_search_functions.py [--evals 50] [--seeds 5]

@@ -38,10 +38,10 @@ def write_atomically(path: str | Path, data: bytes | str) -> None:
     old file or the new one, never half of one.
 
     >>> import tempfile
-    >>> path = Path(tempfile.mkdtemp()) / 'state.pkl'
+    >>> path = Path(tempfile.mkdtemp()) / 'state.bin'
     >>> write_atomically(path, b'new')
     >>> path.read_bytes(), sorted(p.name for p in path.parent.iterdir())
-    (b'new', ['state.pkl'])
+    (b'new', ['state.bin'])
     """
     path = Path(path)
     # A temporary name of its own, so that two processes writing the same file never share one.

@@ -143,7 +143,7 @@ def _inference_model(model_spec: dict[str, Any], weights: dict[str, Any], data: 
 def search_stage(
     cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter, tracker: Any, resume: bool = False
 ) -> Any:
-    """The search (Ray Tune searchers, trials as Ray tasks); writes ``search/best.json``; returns the
+    """The search (``Tuner.fit``: Tune searchers and schedulers); writes ``search/best.json``; returns the
     :class:`~deepseek_ray.hpo.SearchResult`. ``resume=True`` continues an interrupted search of the same
     name and run folder."""
     from .hpo import run_search

@@ -364,7 +364,12 @@ def test_a_search_alone_may_optimise_any_metric():
     assert SearchConfig(metric="loss", mode="min").metric == "loss"
 
 
-@pytest.mark.parametrize("scheduler", ["asha", "hyperband"])
+def test_hyperband_has_no_grace_period(tmp_path):  # Tune's HyperBandScheduler derives every bracket's rungs
+    (error,) = errors_of(write(tmp_path, "name: x\ndata: {}\nsearch: {scheduler: {type: hyperband, grace_period: 2}}\n"))
+    assert error.startswith("search.scheduler.hyperband.grace_period: ")
+
+
+@pytest.mark.parametrize("scheduler", ["asha"])
 def test_grace_period_within_max_t(tmp_path, scheduler):
     (error,) = errors_of(
         write(

@@ -596,7 +596,7 @@ class BudgetConfig(Section):
 
 
 class SearchConfig(Section):
-    """Ray Tune searchers over a search-space file: a searcher (``strategy``) and a scheduler
+    """A Ray Tune search over a search-space file: a searcher (``strategy``) and one of Tune's schedulers
     (``fifo``, ``asha``, ``hyperband``, or ``pbt`` for a space whose trials share one architecture).
 
     ``metric``/``mode`` take a list for a multi-objective search (e.g. ``[val_accuracy, latency_ms]``
@@ -615,7 +615,13 @@ class SearchConfig(Section):
         "report those of the registry search.metric: `deepseek-ray schema` lists them).",
     )
     mode: Mode | list[Mode] = Field("max", description="max or min, one per metric.")
-    concurrency: Int = Field(2, ge=1, le=1024, description="Trials running at once.")
+    concurrency: Int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="Trials running at once (Tune's max_concurrent_trials); pbt and hyperband admit the whole "
+        "population or bracket, since Tune counts their paused trials, and the CPUs bound the rest.",
+    )
     cpus_per_trial: Float = Field(1.0, gt=0, le=MAX_CPUS)
     gpus_per_trial: Float = Field(0.0, ge=0, le=64)
     max_failures: Int = Field(

@@ -26,6 +26,7 @@ from ..runtime import is_verbose
 from .monitor import error_line
 from .schedulers import check_pbt, checkpoints_needed, make_scheduler, param_space
 from .space import SearchSpace
+from .start_line import StartLine
 from .trainable import CHECKPOINT_FILE, SearchTrial, TrialPlan, unnest
 
 ProgressFn = Callable[[str], None]
@@ -371,6 +372,7 @@ def run_trials(
     >>> run_trials(sphere, space, search, storage_path='/tmp/ds').best_metric < 0.05  # needs Ray  # doctest: +SKIP
     True
     """
+    import ray
     from ray import tune
 
     from .monitor import listen, live_monitor
@@ -381,8 +383,10 @@ def run_trials(
     folder = storage / name
     key = str(folder)
     plan = TrialPlan(tuple(search.objectives()[0]), search.scheduler.max_t, seed, name)
+    slots = _slots(search)
+    start_line = StartLine.remote(slots) if slots > 1 else None  # type: ignore[attr-defined]
     trainable = tune.with_resources(
-        tune.with_parameters(SearchTrial, objective=objective, plan=plan),
+        tune.with_parameters(SearchTrial, objective=objective, plan=plan, start_line=start_line),
         {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
     )
     listen(key, progress)
@@ -396,6 +400,8 @@ def run_trials(
             grid = tuner.fit()
     finally:
         listen(key, None)
+        if start_line is not None:
+            ray.kill(start_line)
     wall = time.perf_counter() - start
     monitor = live_monitor(key)
     lineage = getattr(monitor.scheduler, "lineage", {})
@@ -479,6 +485,18 @@ def _new_tuner(
             verbose=1 if is_verbose() else 0,
         ),
     )
+
+
+def _slots(search: SearchConfig) -> int:
+    """How many trials can run at once: ``concurrency``, the trial budget and the cluster's CPUs and GPUs."""
+    import ray
+
+    cluster = ray.cluster_resources()
+    fits = [search.concurrency, search.budget.trials]
+    for need, have in ((search.cpus_per_trial, cluster.get("CPU", 0)), (search.gpus_per_trial, cluster.get("GPU", 0))):
+        if need > 0:
+            fits.append(int(have // need))
+    return max(1, min(fits))
 
 
 def _live_trials(search: SearchConfig) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.result import DONE, RESULT_DUPLICATE
 
@@ -63,8 +64,9 @@ def unnest(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class SearchTrial(tune.Trainable):
-    """Runs ``objective`` one epoch per ``step()``; Tune gives it ``objective`` and ``plan`` through
-    ``tune.with_parameters`` (once per actor: with ``reuse_actors`` a new trial only resets the config).
+    """Runs ``objective`` one epoch per ``step()``; Tune gives it ``objective``, ``plan`` and maybe a
+    :class:`~.start_line.StartLine` through ``tune.with_parameters`` (once per actor: with ``reuse_actors`` a new trial
+    only resets the config).
 
     >>> from ray import tune
     >>> def sphere(params, seed):
@@ -74,9 +76,17 @@ class SearchTrial(tune.Trainable):
     0.0
     """
 
-    def setup(self, config: dict[str, Any], objective: Objective | None = None, plan: TrialPlan | None = None) -> None:
+    def setup(
+        self,
+        config: dict[str, Any],
+        objective: Objective | None = None,
+        plan: TrialPlan | None = None,
+        start_line: Any = None,
+    ) -> None:
         assert objective is not None and plan is not None, "give objective and plan through tune.with_parameters"
         self.objective, self.plan = objective, plan
+        if start_line is not None:  # once per actor: a reused actor only resets its config
+            ray.get(start_line.arrive.remote())
         self.start(config)
 
     def start(self, config: dict[str, Any]) -> None:
