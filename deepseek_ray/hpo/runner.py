@@ -241,6 +241,8 @@ def trial_rows(grid: Any, space: SearchSpace, monitor: Any, lineage: dict[str, l
         trial_id = result.metrics.get("trial_id") or Path(result.path).name
         record = monitor.trials.get(trial_id, {})
         history = _history(result)
+        if not record and not history and result.error is None:
+            continue  # created by the searcher but never started: a budget ended the search first
         params = unnest(result.config or {})
         values: Sequence[float | None] = _values(history, monitor) or [None] * len(monitor.metrics)
         status = "ERROR" if result.error is not None else record.get("status", "TERMINATED")
