@@ -255,7 +255,8 @@ def trial_rows(grid: Any, space: SearchSpace, monitor: Any, lineage: dict[str, l
                 "architecture": space.architecture(params) if params and space.kind != "params" else "",
                 "params": params,
                 **dict(zip(monitor.metrics, values, strict=True)),
-                "epochs": len(history),
+                # the last report's epoch (Tune's experiment state): result.json may miss rows a SIGKILL cut off
+                "epochs": int(result.metrics.get("training_iteration", len(history))),
                 "time_s": round(float(result.metrics.get("time_total_s", 0.0)), 3),
                 "status": status,
                 "attempts": record.get("attempts", 1),
