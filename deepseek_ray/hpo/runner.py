@@ -491,10 +491,11 @@ def _new_tuner(
 
 
 def _slots(search: SearchConfig) -> int:
-    """How many trials can run at once: ``concurrency``, the trial budget and the cluster's CPUs and GPUs."""
+    """How many trials can start at once: ``concurrency``, the trial budget and the CPUs and GPUs free now (a
+    start line waiting for a slot the cluster cannot give would hold the first trials for its whole timeout)."""
     import ray
 
-    cluster = ray.cluster_resources()
+    cluster = ray.available_resources()
     fits = [search.concurrency, search.budget.trials]
     for need, have in ((search.cpus_per_trial, cluster.get("CPU", 0)), (search.gpus_per_trial, cluster.get("GPU", 0))):
         if need > 0:
