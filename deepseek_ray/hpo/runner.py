@@ -27,7 +27,7 @@ from .monitor import error_line
 from .schedulers import check_pbt, checkpoints_needed, make_scheduler, param_space
 from .space import SearchSpace
 from .start_line import StartLine
-from .trainable import CHECKPOINT_FILE, SearchTrial, TrialPlan, unnest
+from .trainable import CHECKPOINT_FILE, SearchTrial, TrialPlan, is_number, unnest
 
 ProgressFn = Callable[[str], None]
 # An objective takes a configuration and a seed (and, to be paused or copied, checkpoint=) and yields
@@ -284,17 +284,13 @@ def _history(result: Any) -> list[dict[str, Any]]:
 
 def _values(history: list[dict[str, Any]], monitor: Any) -> list[float] | None:
     """The trial's value per objective: its best epoch (one metric), else its last (several, or PBT)."""
-    history = [h for h in history if all(_is_number(h.get(m)) for m in monitor.metrics)]
+    history = [h for h in history if all(is_number(h.get(m)) for m in monitor.metrics)]
     if not history:
         return None
     if len(monitor.metrics) > 1 or monitor.last_epoch:
         return [float(history[-1][m]) for m in monitor.metrics]
     pick = max if monitor.modes[0] == "max" else min
     return [float(pick(h[monitor.metrics[0]] for h in history))]
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def pareto_front(rows: list[dict[str, Any]], metrics: list[str], modes: list[str]) -> list[dict[str, Any]]:
@@ -312,7 +308,7 @@ def pareto_front(rows: list[dict[str, Any]], metrics: list[str], modes: list[str
     scored = [
         (i, [s * r[m] for s, m in zip(sign, metrics, strict=False)])
         for i, r in enumerate(rows)
-        if all(_is_number(r.get(m)) for m in metrics)
+        if all(is_number(r.get(m)) for m in metrics)
     ]
 
     def dominates(a: list[float], b: list[float]) -> bool:
@@ -336,7 +332,7 @@ def plot_pareto(rows: list[dict[str, Any]], front: list[dict[str, Any]], metrics
     import matplotlib.pyplot as plt
 
     x, y = metrics[:2]
-    done = [r for r in rows if _is_number(r.get(x)) and _is_number(r.get(y))]
+    done = [r for r in rows if is_number(r.get(x)) and is_number(r.get(y))]
     figure, axes = plt.subplots(figsize=(5, 4), dpi=100)
     axes.scatter([r[x] for r in done], [r[y] for r in done], c="lightgray", label="trials")
     ordered = sorted(front, key=lambda r: r[x])

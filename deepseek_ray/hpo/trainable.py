@@ -112,7 +112,7 @@ class SearchTrial(tune.Trainable):
         if state is not None:
             self.state = state
         epoch = self.iteration + 1
-        bad = [m for m in self.plan.metrics if not _is_number(result.get(m))]
+        bad = [m for m in self.plan.metrics if not is_number(result.get(m))]
         if bad:
             raise ValueError(f"metric {bad[0]} is {result.get(bad[0])!r} at epoch {epoch}")
         result[DONE] = epoch >= self.plan.max_t
@@ -135,5 +135,10 @@ class SearchTrial(tune.Trainable):
         return f"{self.plan.name} search trial" if hasattr(self, "plan") else super().__repr__()
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (what a metric must be).
+
+    >>> is_number(0.5), is_number(float('nan')), is_number(None)
+    (True, False, False)
+    """
     return isinstance(value, (int, float)) and math.isfinite(value)
