@@ -105,18 +105,16 @@ def _right(url: str, images: np.ndarray, labels: np.ndarray) -> int:
     return sum(_predict(url, image).json()["label"] == str(y) for image, y in zip(images, labels, strict=True))
 
 
-def _wait_mirroring(url: str, session: dict, timeout: float = 30) -> None:
-    """Until the live replica mirrors into the new session's log (it reads the settings each second)."""
-    from deepseek_ray.deploy.prediction_log import request_ids
+def _first_request_mirrored(url: str, session: dict) -> None:
+    """The first request after ``start_shadow`` returned is mirrored: every live replica follows the session by
+    then (it reads the settings only each second, so without the wait for followers this fails)."""
+    from deepseek_ray.deploy.prediction_log import DURABLE_WITHIN_MS, request_ids
 
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        probe = f"probe-{time.time_ns()}"
-        _predict(url, np.zeros((1, 8, 8)), probe)
-        time.sleep(0.3)
-        if probe in request_ids(session["log_dir"]):
-            return
-    raise AssertionError("the live replica never mirrored into the new session")
+    assert session["following"] == 1, session
+    probe = f"probe-{time.time_ns()}"
+    assert _predict(url, np.zeros((1, 8, 8)), probe).status_code == 200
+    time.sleep(3 * DURABLE_WITHIN_MS / 1000)
+    assert probe in request_ids(session["log_dir"]), "the first request of the session was not mirrored"
 
 
 class SteadyLoad:
@@ -158,7 +156,7 @@ def test_feedback_refuses_what_it_cannot_record(live, models, store):
     none = requests.post(f"{url}/feedback", json={"request_id": "x", "label": 3}, timeout=30)
     assert none.status_code == 404 and "no shadow session" in none.json()["error"]
     session = start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url, session)
+    _first_request_mirrored(url, session)
     unknown = requests.post(f"{url}/feedback", json={"request_id": "never-sent", "label": 3}, timeout=30)
     assert unknown.status_code == 404 and "never-sent" in unknown.json()["error"]
     bad = requests.post(f"{url}/feedback", json={"labels": [{"request_id": "x"}]}, timeout=30)
@@ -198,7 +196,7 @@ def test_mirroring_never_touches_the_live_answer(live, models, store, digits):
     baseline = in_replica_ms("plain")
     session = start_shadow("dig", models["good"], fraction=1.0, max_in_flight=4, timeout_s=2.0, tracking_uri=store,
                            log_dir=live["log_root"])
-    _wait_mirroring(url, session)
+    _first_request_mirrored(url, session)
     candidate = serve.get_app_handle("dig-shadow")
     candidate.slow_down_for_drill.remote(per_batch_ms=500).result()
     slow = in_replica_ms("slow")
@@ -242,7 +240,7 @@ def test_decision_promotion_under_load_and_rollback(cluster, live, models, store
     url = live["url"]
     images, labels = digits
     session = start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url, session)
+    _first_request_mirrored(url, session)
     _replay(url, images[:4], labels[:4], "few")
     few = shadow_status("dig")
     assert few["decision"]["verdict"] == "need_more_data" and few["labelled"] == 4, few
@@ -264,7 +262,7 @@ def test_decision_promotion_under_load_and_rollback(cluster, live, models, store
     assert _right(url, images[:50], labels[:50]) >= 40  # the trained model answers now
 
     session = start_shadow("dig", models["bad"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url, session)
+    _first_request_mirrored(url, session)
     _replay(url, images, labels, "worse")
     assert shadow_status("dig")["decision"]["verdict"] == "keep"
 
@@ -277,7 +275,7 @@ def test_decision_promotion_under_load_and_rollback(cluster, live, models, store
 
     session = start_shadow("dig", models["good"], fraction=1.0, auto_promote=True, tracking_uri=store,
                            log_dir=live["log_root"])
-    _wait_mirroring(url, session)
+    _first_request_mirrored(url, session)
     with SteadyLoad(url, images[0]) as load:
         _replay(url, images, labels, "auto")
         deadline = time.time() + 120
@@ -300,7 +298,7 @@ def test_prediction_log_survives_a_killed_replica(live, models, store, digits):
     url = live["url"]
     images, _ = digits
     session = start_shadow("dig", models["good"], fraction=1.0, tracking_uri=store, log_dir=live["log_root"])
-    _wait_mirroring(url, session)
+    _first_request_mirrored(url, session)
     answered = []
     for i, image in enumerate(images[:150]):
         reply = _predict(url, image, f"kill-{i}")

@@ -26,6 +26,7 @@ shipped to the replicas through Ray, a URI (``s3://…``) is fetched by each (:m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +158,9 @@ class ModelServer:
             else Mirror(_replica_context("app_name", name), _replica_context("replica_tag", uuid.uuid4().hex[:8]))
         )
         self._mirroring: asyncio.Task | None = None
+        if self.shadow_traffic is not None:  # followed from the start, so a replica's first request is mirrored
+            with contextlib.suppress(RuntimeError):  # Serve builds a replica on its loop; without one, at a request
+                self._mirroring = asyncio.get_running_loop().create_task(self.shadow_traffic.keep_settings())
         self._apply_controller()
 
     # ------------------------------------------------------------------------------------ dispatch
@@ -164,8 +168,8 @@ class ModelServer:
         received = time.perf_counter()
         if self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_controller())
-            if self.shadow_traffic is not None:
-                self._mirroring = asyncio.create_task(self.shadow_traffic.keep_settings())
+        if self._mirroring is None and self.shadow_traffic is not None:
+            self._mirroring = asyncio.create_task(self.shadow_traffic.keep_settings())
         scope = request.scope
         path = scope["path"][len(scope.get("root_path", "")) :].rstrip("/")
         face = "v2" if path.startswith("/v2") else "feedback" if path == "/feedback" else "simple"

@@ -45,6 +45,8 @@ from .prediction_log import read_log
 CONTROLLER_PERIOD_S = 5.0
 #: seconds a redeploy may take before promotion gives up (the live app keeps its model)
 DEPLOY_TIMEOUT_S = 300.0
+#: seconds :func:`start_shadow` waits for every live replica to follow a new session
+FOLLOW_TIMEOUT_S = 15.0
 NAMESPACE = "deepseek_ray"  # the controllers' namespace, whichever namespace the caller's driver has
 
 
@@ -193,8 +195,42 @@ def start_shadow(
     candidate_args = {**args, "model_path": model, "tracking_uri": store, "shadow_session": session}
     serve.run(build_app(candidate_args), name=shadow_app_name(name), route_prefix=None, blocking=False)
     hush()
+    following = await_followers(name, folder)
     _start_controller(name)
-    return {"app": shadow_app_name(name), **session}
+    return {"app": shadow_app_name(name), "following": following, **session}
+
+
+def await_followers(name: str, folder: Path, timeout_s: float = FOLLOW_TIMEOUT_S) -> int:
+    """Wait until every running replica of the live app ``name`` follows the session whose log is ``folder``
+    (a replica opens its log file there when it reads the settings, each ``SETTINGS_REFRESH_S``), so that the
+    session's first requests are mirrored too; return how many follow. After ``timeout_s``, a warning.
+
+    >>> await_followers('mnist', Path('runs/mnist/shadow/20261201-170000-v2'))  # Serve  # doctest: +SKIP
+    1
+    """
+    import logging
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        deployments = serve.status().applications[name].deployments.values()
+        replicas = sum(d.replica_states.get("RUNNING", 0) for d in deployments)
+        following = len(list(folder.glob("*.arrow")))
+        if following >= replicas:
+            return following
+        if time.monotonic() > deadline:
+            logging.getLogger(__name__).warning(
+                "%d of %d replicas of %s follow the shadow session after %g s: the others mirror nothing until "
+                "they do (is %s on a disk every node shares?)",
+                following,
+                replicas,
+                name,
+                timeout_s,
+                folder,
+            )
+            return following
+        time.sleep(0.1)
 
 
 def stop_shadow(name: str) -> None:
