@@ -211,11 +211,12 @@ def await_followers(name: str, folder: Path, timeout_s: float = FOLLOW_TIMEOUT_S
     import logging
 
     from ray import serve
+    from ray.serve._private.common import ReplicaState
 
     deadline = time.monotonic() + timeout_s
     while True:
         deployments = serve.status().applications[name].deployments.values()
-        replicas = sum(d.replica_states.get("RUNNING", 0) for d in deployments)
+        replicas = sum(d.replica_states.get(ReplicaState.RUNNING, 0) for d in deployments)
         following = len(list(folder.glob("*.arrow")))
         if following >= replicas:
             return following
