@@ -19,6 +19,30 @@ import cloudpickle
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
+from .trainable import is_number
+
+# Keys Tune adds to every result: not the objective's, so not in a trial's history.
+_TUNE_KEYS = {
+    "done",
+    "timesteps_total",
+    "episodes_total",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "timesteps_since_restore",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "experiment_tag",
+    "logdir",
+}
 ProgressFn = Callable[[str], None]
 _SINKS: dict[str, ProgressFn] = {}
 _LIVE: dict[str, SearchMonitor] = {}  # experiment -> the monitor Tune set up (after a restore: its unpickled one)
@@ -94,7 +118,7 @@ class SearchMonitor(Callback, Stopper):
         self.epochs = 0
         self.elapsed_before = 0.0
         self.stop_reason = ""
-        self.trials: dict[str, dict[str, Any]] = {}  # id -> status, attempts, values, epochs
+        self.trials: dict[str, dict[str, Any]] = {}  # id -> status, attempts, values, epochs, history
         self.started = time.perf_counter()
         self._scheduler_blob: bytes | None = None
 
@@ -126,17 +150,30 @@ class SearchMonitor(Callback, Stopper):
             self._scheduler_blob = None
 
     def record(self, trial: Any) -> dict[str, Any]:
-        return self.trials.setdefault(trial.trial_id, {"status": "RUNNING", "attempts": 1, "values": None, "epochs": 0})
+        return self.trials.setdefault(
+            trial.trial_id, {"status": "RUNNING", "attempts": 1, "values": None, "epochs": 0, "history": {}}
+        )
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info) -> None:
         record = self.record(trial)
         self.epochs += 1
-        record["epochs"] = int(result.get("training_iteration", record["epochs"] + 1))
-        values = [float(result[m]) for m in self.metrics]
-        if len(self.metrics) == 1 and record["values"] is not None and not self.last_epoch:
-            best = max if self.modes[0] == "max" else min
-            values = [best(values[0], record["values"][0])]
-        record["values"] = values
+        epoch = int(result.get("training_iteration", record["epochs"] + 1))
+        # Every epoch's report, as it came: a trial's result.json may lose rows (Tune copies it back from the
+        # storage path when a paused trial restarts, and a SIGKILL cuts its tail). An epoch reported twice (a
+        # retry, or weights taken from another trial under PBT) keeps its last report.
+        record["history"][epoch] = history_row(result, epoch)
+        record["epochs"] = epoch
+        record["values"] = self.values(record)
+
+    def values(self, record: dict[str, Any]) -> list[float] | None:
+        """A trial's value per objective: its best epoch (one metric), else its last (several, or PBT)."""
+        history = [h for _, h in sorted(record["history"].items()) if all(is_number(h.get(m)) for m in self.metrics)]
+        if not history:
+            return None
+        if len(self.metrics) > 1 or self.last_epoch:
+            return [float(history[-1][m]) for m in self.metrics]
+        pick = max if self.modes[0] == "max" else min
+        return [float(pick(h[self.metrics[0]] for h in history))]
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.record(trial)["attempts"] += 1
@@ -197,6 +234,16 @@ class SearchMonitor(Callback, Stopper):
         for record in self.trials.values():
             if record["status"] == "RUNNING":  # running at the kill: Tune runs it again
                 record["attempts"] += 1
+
+
+def history_row(result: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """One epoch of a trial's history: the objective's metrics (not Tune's keys), its epoch, Tune's clock.
+
+    >>> history_row({'loss': 0.5, 'training_iteration': 2, 'time_total_s': 1.23456, 'pid': 7}, 2)
+    {'loss': 0.5, 'epoch': 2, 'at_s': 1.235}
+    """
+    kept = {k: v for k, v in result.items() if k not in _TUNE_KEYS and k != "config"}
+    return {**kept, "epoch": kept.get("epoch", epoch), "at_s": round(float(result.get("time_total_s", 0.0)), 3)}
 
 
 def error_line(text: str) -> str:

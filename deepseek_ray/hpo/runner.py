@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,42 +209,18 @@ class SearchResult:
         return cls(**json.loads(path.read_text()))
 
 
-# Keys Tune adds to every result: not the objective's, so not in a trial's history.
-_TUNE_KEYS = {
-    "done",
-    "timesteps_total",
-    "episodes_total",
-    "training_iteration",
-    "trial_id",
-    "date",
-    "timestamp",
-    "time_this_iter_s",
-    "time_total_s",
-    "pid",
-    "hostname",
-    "node_ip",
-    "time_since_restore",
-    "iterations_since_restore",
-    "timesteps_since_restore",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "experiment_tag",
-    "logdir",
-}
-
-
 def trial_rows(grid: Any, space: SearchSpace, monitor: Any, lineage: dict[str, list]) -> list[dict[str, Any]]:
     """One row per trial of a Tune ``ResultGrid``: configuration, value per objective, epochs, time, status,
-    error, the per-epoch history (from Tune's result logs) and, under PBT, its checkpoint and lineage."""
+    error, the per-epoch history (as the monitor saw it) and, under PBT, its checkpoint and lineage."""
     rows = []
     for result in grid:
         trial_id = result.metrics.get("trial_id") or Path(result.path).name
-        record = monitor.trials.get(trial_id, {})
-        history = _history(result)
-        if not record and not history and result.error is None:
+        record = monitor.trials.get(trial_id)
+        if record is None and result.error is None:
             continue  # created by the searcher but never started: a budget ended the search first
+        record = record or {"history": {}, "values": None, "attempts": 1}
         params = unnest(result.config or {})
-        values: Sequence[float | None] = _values(history, monitor) or [None] * len(monitor.metrics)
+        history = [row for _, row in sorted(record["history"].items())]
         status = "ERROR" if result.error is not None else record.get("status", "TERMINATED")
         if status == "RUNNING":  # stopped by a budget, between Tune's checks
             status = "STOPPED"
@@ -254,8 +230,8 @@ def trial_rows(grid: Any, space: SearchSpace, monitor: Any, lineage: dict[str, l
                 "trial_id": trial_id,
                 "architecture": space.architecture(params) if params and space.kind != "params" else "",
                 "params": params,
-                **dict(zip(monitor.metrics, values, strict=True)),
-                # the last report's epoch (Tune's experiment state): result.json may miss rows a SIGKILL cut off
+                **dict(zip(monitor.metrics, record["values"] or [None] * len(monitor.metrics), strict=True)),
+                # the last report's epoch (Tune's experiment state)
                 "epochs": int(result.metrics.get("training_iteration", len(history))),
                 "time_s": round(float(result.metrics.get("time_total_s", 0.0)), 3),
                 "status": status,
@@ -266,31 +242,6 @@ def trial_rows(grid: Any, space: SearchSpace, monitor: Any, lineage: dict[str, l
             }
         )
     return sorted(rows, key=lambda row: row["trial_id"])
-
-
-def _history(result: Any) -> list[dict[str, Any]]:
-    """Every epoch's metrics, the last report of each epoch (a trial run again after a crash, or one that
-    took another's weights under PBT, reports an epoch twice)."""
-    frame = result.metrics_dataframe
-    if frame is None or frame.empty:
-        return []
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for row in frame.to_dict("records"):
-        epoch = int(row["training_iteration"])
-        kept = {k: v for k, v in row.items() if k not in _TUNE_KEYS and not k.startswith("config/")}
-        by_epoch[epoch] = {**kept, "epoch": kept.get("epoch", epoch), "at_s": round(float(row["time_total_s"]), 3)}
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def _values(history: list[dict[str, Any]], monitor: Any) -> list[float] | None:
-    """The trial's value per objective: its best epoch (one metric), else its last (several, or PBT)."""
-    history = [h for h in history if all(is_number(h.get(m)) for m in monitor.metrics)]
-    if not history:
-        return None
-    if len(monitor.metrics) > 1 or monitor.last_epoch:
-        return [float(history[-1][m]) for m in monitor.metrics]
-    pick = max if monitor.modes[0] == "max" else min
-    return [float(pick(h[monitor.metrics[0]] for h in history))]
 
 
 def pareto_front(rows: list[dict[str, Any]], metrics: list[str], modes: list[str]) -> list[dict[str, Any]]:
@@ -408,6 +359,8 @@ def run_trials(
     metrics, modes = monitor.metrics, monitor.modes
     finished = [r for r in rows if r["status"] != "ERROR" and r[metrics[0]] is not None]
     if not finished:
+        if not any(r["status"] == "ERROR" for r in rows):  # nothing failed: nothing reported in time
+            raise RuntimeError(f"{monitor.stop_reason or 'the search ended'} before any trial reported an epoch")
         errors = "; ".join(str(r.get("error")) for r in rows[:3])
         raise RuntimeError(f"every trial failed ({len(rows)}): {errors}")
     front = pareto_front(finished, metrics, modes) if len(metrics) > 1 else []
