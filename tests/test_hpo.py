@@ -36,15 +36,9 @@ AGREED = {
 }
 
 
-# Two trials of 1.5 CPUs on the suite's 4: no room for a third actor, which Tune starts (then throws away)
-# for the next trial whenever CPUs are free, before a finished trial's actor is handed on (BENCHMARKS.md,
-# "On Ray Tune's engine"): on these 2 cores that cost a process start per trial and up to 10 s per search.
-CPUS_PER_TRIAL = 1.5
-
-
 def search(**overrides) -> SearchConfig:
     base = dict(strategy={"type": "random"}, scheduler={"type": "fifo", "max_t": 1}, metric="loss", mode="min",
-                budget={"trials": 6}, concurrency=2, cpus_per_trial=CPUS_PER_TRIAL)
+                budget={"trials": 6}, concurrency=2, cpus_per_trial=0.5)
     return SearchConfig(**{**base, **overrides})
 
 
@@ -296,8 +290,7 @@ def objective(params, seed, checkpoint=None):
 space = SearchSpace.from_mapping({"type": "params", "x": {"uniform": [0.0, 1.0]}})
 schedulers = {"fifo": {"type": "fifo", "max_t": 4}, "asha": {"type": "asha", "max_t": 4, "grace_period": 1},
               "pbt": {"type": "pbt", "max_t": 4, "perturbation_interval": 1, "quantile_fraction": 0.5}}
-config = SearchConfig(scheduler=schedulers[scheduler], metric="loss", mode="min", concurrency=2,
-                      cpus_per_trial=0.5 if scheduler == "pbt" else 1.5,  # see CPUS_PER_TRIAL
+config = SearchConfig(scheduler=schedulers[scheduler], metric="loss", mode="min", concurrency=2, cpus_per_trial=0.5,
                       **({"budget": {"trials": 4}} if scheduler == "pbt" else
                          {"strategy": {"type": "tpe", "n_startup_trials": 3}, "budget": {"trials": 10}}))
 run_trials(objective, space, config, name="resumable", storage_path=sys.argv[2], seed=7, resume=len(sys.argv) > 5)
