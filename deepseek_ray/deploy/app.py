@@ -166,10 +166,10 @@ class ModelServer:
     # ------------------------------------------------------------------------------------ dispatch
     async def __call__(self, request: Request) -> Response:
         received = time.perf_counter()
-        if self._sampler is None:
+        if self._sampler is None:  # the replica's first request
             self._sampler = asyncio.create_task(self._sample_controller())
-        if self._mirroring is None and self.shadow_traffic is not None:
-            self._mirroring = asyncio.create_task(self.shadow_traffic.keep_settings())
+            if self._mirroring is None and self.shadow_traffic is not None:  # built without an event loop
+                self._mirroring = asyncio.create_task(self.shadow_traffic.keep_settings())
         scope = request.scope
         path = scope["path"][len(scope.get("root_path", "")) :].rstrip("/")
         face = "v2" if path.startswith("/v2") else "feedback" if path == "/feedback" else "simple"
