@@ -20,6 +20,19 @@ def test_the_cap_is_the_largest_batch_whose_compute_fits_half_the_budget():
     assert scheduler.batch_size == 32
 
 
+def test_a_slow_model_first_seen_one_request_at_a_time_is_not_held_to_batches_of_one():
+    """Seen only at n = 1, a time in proportion to size fits one example in half the budget; without the probe
+    the cap stays 1 and the replica answers ≈ 9 a second where batches of 12 answer ≈ 60 (bench_overload.py)."""
+    scheduler = DynamicBatchScheduler(max_batch=32, latency_threshold=500)  # a 400 ms budget
+    for _ in range(5):  # light traffic: every batch holds what the cap allows, one at first
+        scheduler.observe_batch(size=scheduler.batch_size, compute_ms=100 + 8 * scheduler.batch_size)
+    assert scheduler.batch_size == 12  # 100 + 8·12 = 196 ms ≤ 200
+    slow = DynamicBatchScheduler(max_batch=32, latency_threshold=500)  # a model truly in proportion to size
+    for _ in range(5):
+        slow.observe_batch(size=slow.batch_size, compute_ms=150 * slow.batch_size)
+    assert slow.batch_size == 1  # one probe of 2 (300 ms ≤ the budget) showed it, and the cap went back
+
+
 def test_admission_refuses_what_would_miss_the_budget_and_frees_what_is_answered():
     scheduler = DynamicBatchScheduler(max_batch=32, latency_threshold=260)  # a 208 ms budget
     _learn(scheduler, 20, 5)  # cap 16 in 100 ms

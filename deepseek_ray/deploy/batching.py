@@ -11,7 +11,9 @@ How it decides (a cost model for the batch, queueing for admission, AIMD for wha
   off the model restart the fit from them. A model moves the cap in a step or two after a change in speed,
   where AIMD on the cap alone (Clipper) needs many halvings and probes.
 - **Cap.** A request may wait for the batch in flight and then for its own, so the cap is the largest batch
-  whose predicted compute fits in half the budget; ``min_batch``/``max_batch`` bound it.
+  whose predicted compute fits in half the budget; ``min_batch``/``max_batch`` bound it. While the model has
+  seen one size only, the cap probes one size more (else a slow model seen one request at a time would stay
+  at batches of one).
 - **Wait.** A batch forms for as long as it would wait for the model anyway: the rest of the batch in flight
   and the batches already formed behind it (Serve forms the next batch while one computes and reads the
   wait when a batch's first request arrives, so it is kept current). Under load batches fill for free,
@@ -230,5 +232,23 @@ class DynamicBatchScheduler:
         a, b = self._cost
         half = self.budget_ms / 2
         fits = self.max_batch if a == 0 else math.floor((half - b) / a + 1e-6)
-        self.batch_size = max(self.min_batch, min(self.max_batch, fits))
+        self.batch_size = max(self.min_batch, min(self.max_batch, self._probe(fits)))
         return self.batch_size != previous
+
+    def _probe(self, fits: int) -> int:
+        """One size more than the only size seen, where the model fits just that size: with one size the fit is
+        in proportion to size, so a slow model first seen one request at a time would be held to batches of one
+        and never show its fixed cost. The probe batch stays within the whole budget even if that fit is right.
+
+        >>> scheduler = DynamicBatchScheduler(max_batch=32, latency_threshold=500)  # a 400 ms budget
+        >>> _ = scheduler.observe_batch(size=1, compute_ms=108.0)  # 100 + 8n ms, seen at n = 1
+        >>> scheduler.batch_size  # 216 ms in proportion: over half the budget, but a batch of 2 is tried
+        2
+        >>> _ = scheduler.observe_batch(size=2, compute_ms=116.0)
+        >>> scheduler.batch_size  # two sizes: the fit a·n + b, and 100 + 8n ≤ 200 up to n = 12
+        12
+        """
+        sizes = {size for size, _ in self._batches}
+        if len(sizes) == 1 and fits == (seen := sizes.pop()) and self.batch_ms(seen + 1) <= self.budget_ms:
+            return seen + 1
+        return fits
