@@ -7,13 +7,12 @@ The test asserts the bounds (p99 inside the replica ≤ threshold, refusals at o
 ``--hog`` runs a busy loop on one core meanwhile, as a loaded CI machine would.
 
     python bench/record.py bench/results/cpu_2026-12-02/overload.txt -- \\
-        python bench/bench_overload.py --rates 120,180 --runs 4
+        python bench/bench_overload.py --rates 120,180 --runs 3
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -28,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # serve_models, and the test's load generator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,33 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8710)
     parser.add_argument("--workdir", default="/tmp/bench_overload")
     return parser.parse_args(argv)
-
-
-async def _blast(
-    url: str, body: dict, count: int, rate: float | None = None, concurrency: int | None = None
-) -> list[tuple[int, float, dict, Any]]:
-    """``count`` POSTs started at ``rate`` per second (open loop), or ``concurrency`` at a time (closed loop):
-    (status, seconds, JSON, headers) each."""
-    gate = asyncio.Semaphore(concurrency or count)
-
-    async def one(session: Any, delay: float) -> tuple[int, float, dict, Any]:
-        await asyncio.sleep(delay)
-        async with gate:
-            start = time.perf_counter()
-            async with session.post(url, json=body) as reply:
-                text = await reply.text()
-                payload = json.loads(text) if text.startswith("{") else {"text": text}
-                return reply.status, time.perf_counter() - start, payload, reply.headers.copy()
-
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit=count)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        return await asyncio.gather(*(one(session, i / rate if rate else 0.0) for i in range(count)))
-
-
-def blast(url: str, body: dict, count: int, **pace: Any) -> list[tuple[int, float, dict, Any]]:
-    return asyncio.run(_blast(url, body, count, **pace))
 
 
 @contextlib.contextmanager
@@ -109,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     from serve_models import export_model
     from serve_peers.ray_server import FAST, ISOLATION
 
+    from tests.test_serve import blast  # the drill's own load generator: the same requests as the test
+
     os.makedirs(ISOLATION["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], exist_ok=True)
     os.environ.update({**ISOLATION, **FAST})
     import ray
@@ -134,9 +109,10 @@ def main(argv: list[str] | None = None) -> None:
                 if opts.learn == "closed":  # the cost model learns the new speed, as in the test
                     blast(url, body, count=64, concurrency=16)
                 else:
-                    blast(url, body, count=64, rate=32.0)
+                    blast(url, body, count=64, concurrency=64, rate=32.0)
                 with busy_core(opts.hog):
-                    answers = blast(url, body, count=int(rate * opts.seconds), rate=rate)
+                    count = int(rate * opts.seconds)
+                    answers = blast(url, body, count=count, concurrency=count, rate=rate)
                 controller = json.loads(urllib.request.urlopen(url, timeout=30).read())["controller"]
                 handle.slow_down_for_drill.remote().result()
                 time.sleep(1.0)
