@@ -19,6 +19,9 @@ measured first, at the serving configuration's threads.
     python bench/bench_serve.py --models mnist --servers serve-adaptive,fastapi --clients 1,64 --seconds 4
     python bench/bench_serve.py --device cuda --load-procs 8        # one H200: more load processes
 
+On a GPU whose ONNX Runtime has no CUDA provider (the CPU wheel), ``--runtime auto`` serves the ``torch.export``
+program (``model.pt2``) with torch instead, every server alike, at ``--precision`` (autocast).
+
 BentoML is read from its own venv (``/tmp/bento-venv``, or ``BENCH_BENTO_VENV``); without it the bench says
 why and carries on.
 """
@@ -65,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=5.0)
     parser.add_argument("--load-procs", type=int, default=0, help="load processes (default: 1 on cpu, 8 on cuda)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--runtime", choices=("auto", "onnxruntime", "torch"), default="auto",
+                        help="auto: ONNX Runtime, or torch on a GPU that ONNX Runtime cannot use")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="torch runtime only")
+    parser.add_argument("--batches", default="", help="offline batch sizes (default: 1..32 for minilm, 1,8,32)")
     parser.add_argument("--serve-env", choices=("fast", "default"), default="fast")
     parser.add_argument("--workdir", default="/tmp/bench_serve", help="exported models, logs")
     parser.add_argument("--out", default="", help="markdown file (default: bench/results/serve_<device>_<time>.md)")
@@ -90,6 +97,7 @@ def serve_args(model_path: Path, variant: str, opts: argparse.Namespace) -> dict
         "autoscaling": {"min_replicas": opts.replicas, "max_replicas": opts.replicas},
         "num_cpus": opts.num_cpus,
         "threads": opts.threads,
+        "precision": opts.precision,
     }
     if opts.device == "cuda":
         args["num_gpus"] = 1.0 / opts.replicas
@@ -117,6 +125,8 @@ class Servers:
     def running(self, server: str, model: str, path: Path, bodies: list[bytes]) -> Iterator[tuple[str, list[bytes]]]:
         """The server's URL and the bodies it takes, while it runs."""
         opts, providers = self.opts, "CUDAExecutionProvider,CPUExecutionProvider" if self.opts.device == "cuda" else ""
+        if path.suffix == ".pt2" and server == "bento":
+            raise RuntimeError("the BentoML peer runs ONNX Runtime only; this run serves a torch.export program")
         if server in SERVE_VARIANTS:
             ray = self._ray()
             url = ray.deploy(f"{model}-{server}", serve_args(path, server, opts))
@@ -127,7 +137,9 @@ class Servers:
                 ray.delete(f"{model}-{server}")
             return
         if server == "fastapi":
-            peer = processes.fastapi_peer(path, PORTS["fastapi"], opts.replicas, opts.threads, providers)
+            peer = processes.fastapi_peer(
+                path, PORTS["fastapi"], opts.replicas, opts.threads, providers, opts.device == "cuda", opts.precision
+            )
         else:
             why = processes.bento_available()
             if why:
@@ -159,17 +171,27 @@ def open_rates(model: str, closed: list[dict[str, Any]], opts: argparse.Namespac
 
 
 def measure(gen: LoadGen, model: str, url: str, bodies: list[bytes], opts: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every point of one server: closed loop at each client count, then open loop at each rate."""
+    """Every point of one server: closed loop at each client count, then open loop at each rate; after each
+    point on a Serve app, one replica's controller state (GET on the route)."""
     points = []
     for clients in (int(c) for c in opts.clients.split(",")):
         stats = point_stats(gen.closed(url, bodies, clients, opts.seconds), opts.threshold_ms)
-        points.append({"mode": "closed", "load": clients, **stats})
+        points.append({"mode": "closed", "load": clients, **stats, **_controller(url)})
         _progress(points[-1])
     for rate in open_rates(model, [p for p in points if p["mode"] == "closed"], opts):
         stats = point_stats(gen.open(url, bodies, rate, opts.seconds), opts.threshold_ms)
-        points.append({"mode": "open", "load": rate, **stats})
+        points.append({"mode": "open", "load": rate, **stats, **_controller(url)})
         _progress(points[-1])
     return points
+
+
+def _controller(url: str) -> dict[str, Any]:
+    """``{"controller": ...}`` from a Serve replica's description, or nothing from a peer."""
+    import urllib.request
+
+    with contextlib.suppress(Exception), urllib.request.urlopen(url, timeout=5) as reply:
+        return {"controller": json.loads(reply.read())["controller"]}
+    return {}
 
 
 def _progress(point: dict[str, Any]) -> None:
@@ -179,15 +201,16 @@ def _progress(point: dict[str, Any]) -> None:
         f"  goodput {point['goodput']:7.1f}  p50 {point['p50_ms']:7.1f} ms  p99 {point['p99_ms']:7.1f} ms"
         f"  shed {point['shed_share']:5.1%}"
         f"  timeouts {point['timeouts']}  errors {point['errors'] + point['other_status']}"
-        + (f"  unsent {point['unsent']}" if point["unsent"] else ""),
+        + (f"  unsent {point['unsent']}" if point["unsent"] else "")
+        + (f"  [controller {point['controller']}]" if "controller" in point else ""),
         flush=True,
     )
 
 
 def offline(path: Path, model: str, opts: argparse.Namespace) -> dict[int, dict[str, float]]:
     batches = (1, 2, 4, 8, 16, 32) if model == "minilm" else (1, 8, 32)
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if opts.device == "cuda" else None
-    result = offline_throughput(path, batches, threads=opts.threads, seconds=2.0, providers=providers)
+    batches = tuple(int(b) for b in opts.batches.split(",")) if opts.batches else batches
+    result = offline_throughput(path, batches, opts.threads, 2.0, opts.device == "cuda", opts.precision)
     for batch, row in result.items():
         print(
             f"    offline batch {batch:>2}: {row['samples_per_s']:8.1f} samples/s  {row['ms_per_call']:7.2f} ms/call",
@@ -217,7 +240,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             f"### {model}",
             "",
-            f"ONNX Runtime offline (no server, {opts['threads']} thread(s) per process): {offline_rows}; "
+            f"{result.get('runtime', 'ONNX Runtime')} offline (no server, {opts['threads']} thread(s) per process): "
+            f"{offline_rows}; "
             f"the largest batch within half the threshold: {reference}",
             "",
             "| server | load | 2xx/s | goodput/s | p50 ms | p99 ms | shed/s (share) | timeouts | errors | unsent |",
@@ -308,12 +332,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"written: {out} (and its .json in {RESULTS})")
 
 
+def runtime_of(opts: argparse.Namespace) -> str:
+    """What runs the model in every server: ONNX Runtime, or torch (``.pt2``) where asked or where ONNX Runtime
+    has no CUDA provider on a GPU run."""
+    import onnxruntime
+
+    cuda_ort = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    torch_runtime = opts.runtime == "torch" or (opts.runtime == "auto" and opts.device == "cuda" and not cuda_ort)
+    if not torch_runtime and opts.precision != "fp32":
+        raise SystemExit("--precision fp16/bf16 needs the torch runtime (--runtime torch)")
+    return f"torch {opts.precision} on {opts.device}" if torch_runtime else "ONNX Runtime"
+
+
 def run_model(model: str, workdir: Path, servers: Servers, gen: LoadGen, opts: argparse.Namespace) -> dict[str, Any]:
     if model not in MODELS:
         raise SystemExit(f"--models: unknown {model!r}; known: {', '.join(MODELS)}")
-    print(f"{model}: exporting (once) and measuring ONNX Runtime offline ...", flush=True)
-    path = export_model(model, workdir / "models")
-    result: dict[str, Any] = {"model_path": str(path), "offline": offline(path, model, opts), "servers": {}}
+    runtime = runtime_of(opts)
+    print(f"{model}: exporting (once) and measuring {runtime} offline ...", flush=True)
+    path = export_model(model, workdir / "models", "torch_export" if runtime.startswith("torch") else "onnx")
+    result: dict[str, Any] = {"model_path": str(path), "runtime": runtime, "offline": offline(path, model, opts),
+                              "servers": {}}
     bodies = request_bodies(model)
     for server in opts.servers.split(","):
         print(f"  {model} on {server}:", flush=True)

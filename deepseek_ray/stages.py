@@ -66,7 +66,9 @@ class RunFolder:
         return self.root / "export" / "model.onnx"
 
     def served(self, model: str = "onnx") -> Path:
-        """The ONNX file the endpoint serves: ``export/model.onnx`` or a quantized ``model.<type>.onnx``."""
+        """The file the endpoint serves: ``export/model.onnx``, ``model.pt2`` or a quantized ``model.<type>.onnx``."""
+        if model == "torch_export":
+            return self.export(model)
         return self.onnx if model == "onnx" else self.onnx.with_name(f"model.{model}.onnx")
 
     def export(self, fmt: str) -> Path:
@@ -544,7 +546,7 @@ def serve_stage(cfg: ExperimentConfig, reporter: Reporter, version: str | None =
         registered_model=registry_name,
         **serve_cfg.model_dump(exclude={"route", "host", "port", "model"}),
     )
-    if version is not None and serve_cfg.model == "onnx":
+    if version is not None and serve_cfg.model in ("onnx", "torch_export"):  # the registered model itself
         set_alias(registry_name, CHAMPION, version, store)
     served = "" if serve_cfg.model == "onnx" else f" [{serve_cfg.model}]"
     meta = read_metadata(local_model_path(str(path), store))

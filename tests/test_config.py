@@ -223,6 +223,14 @@ def test_serving_a_variant_the_file_does_not_export_names_the_field():
         name="x", data={"dataset": "digits"}, export={"quantize": [{"type": "int4"}]}, serve={"model": "int4"}
     )
     assert cfg.serve.model == "int4"
+    with pytest.raises(Exception, match=r"serve.model: 'torch_export' is not exported by this file; allowed: onnx \("):
+        ExperimentConfig(name="x", data={"dataset": "digits"}, serve={"model": "torch_export"})
+    program = {"name": "x", "data": {"dataset": "digits"}, "export": {"formats": ["onnx", "torch_export"]}}
+    assert ExperimentConfig(**program, serve={"model": "torch_export", "precision": "bf16"}).serve.precision == "bf16"
+    with pytest.raises(Exception, match="serve.precision fp16 needs serve.model: torch_export"):
+        ExperimentConfig(**program, serve={"precision": "fp16"})
+    with pytest.raises(Exception, match=r"serve.precision\n  Input should be 'fp32', 'fp16' or 'bf16'"):
+        ExperimentConfig(**program, serve={"model": "torch_export", "precision": "int3"})
 
 
 # ---------------------------------------------------------------------- one list per choice, read from registries
@@ -276,7 +284,7 @@ def test_json_schema_enums_come_from_the_registries():
     assert defs["TrainConfig"]["properties"]["compile"]["anyOf"][1]["enum"] == COMPILE_MODES.names()
     assert defs["DataConfig"]["properties"]["kind"]["anyOf"][0]["enum"] == KINDS.names()
     served = defs["ServeConfig"]["properties"]["model"]["anyOf"]
-    assert served[0]["enum"] == ["onnx", "int8_dynamic", "int8_static", "int4"]
+    assert served[0]["enum"] == ["onnx", "torch_export", "int8_dynamic", "int8_static", "int4"]
     assert served[1]["pattern"] == "^models:/.+"  # or a registered version
 
 

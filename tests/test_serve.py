@@ -18,6 +18,7 @@ import requests
 import torch
 from torch import nn
 
+from deepseek_ray.export.exporter import SUFFIXES
 from tests.conftest import TinyBert
 
 
@@ -56,7 +57,8 @@ def _text_model(folder: Path) -> Path:
     model = TinyBert(vocab_size=data.preprocessing["vocab_size"])
     metadata = {"labels": data.labels, "input_shape": list(data.input_shape), "architecture": "tinybert",
                 **kind_metadata(data.kind), "task": data.task, "input_spec": data.kind.input_spec(data, folder)}
-    ModelExporter(format="onnx", task=data.task).export(model, folder / "model.onnx", data.train.x[:2], metadata)
+    for fmt in ("onnx", "torch_export"):  # the same model as ONNX and as a torch.export program (model.pt2)
+        ModelExporter(format=fmt, task=data.task).export(model, folder / f"model{SUFFIXES[fmt]}", data.train.x[:2], metadata)
     return folder / "model.onnx"
 
 
@@ -79,7 +81,8 @@ LENIENT = {"max_batch": 32, "latency_threshold_ms": 5000}
 
 @pytest.fixture(scope="module")
 def apps(cluster, image_bundle, tmp_path_factory) -> dict[str, str]:
-    """Three apps (image, tabular, text) with small limits, and one the drills slow down."""
+    """Three apps (image, tabular, text) with small limits, one the drills slow down, and the text model's
+    torch.export program."""
     folder = tmp_path_factory.mktemp("serve")
     paths = {"image": _image_model(image_bundle, folder / "image"), "tabular": _tabular_model(folder / "tabular"),
              "text": _text_model(folder / "text")}
@@ -90,6 +93,7 @@ def apps(cluster, image_bundle, tmp_path_factory) -> dict[str, str]:
         "text": _deploy(cluster, paths["text"], "reviews", batching=LENIENT),
         # A threshold of 500 ms, so that these 2 cores' scheduling noise (tens of ms) is small beside it:
         "drill": _deploy(cluster, paths["image"], "drill", batching={"max_batch": 32, "latency_threshold_ms": 500}),
+        "text_program": str(paths["text"].with_suffix(".pt2")),  # not deployed here: its own test does
     }
     yield urls
     from ray import serve
@@ -252,6 +256,25 @@ def test_open_inference_protocol_with_tritons_client_for_image_tabular_and_text(
         simple = requests.post(apps["text"], json={"inputs": texts.tolist()}, timeout=30).json()["predictions"]
         assert result.as_numpy("class_index").tolist() == [p["class_index"] for p in simple]
         assert np.allclose(result.as_numpy("probabilities"), [p["probabilities"] for p in simple], atol=1e-5)
+
+
+def test_a_torch_export_program_serves_what_the_onnx_model_serves(cluster, apps):
+    """`serve.model: torch_export`: the .pt2 beside the ONNX file, run by torch in the replica (on a GPU when the
+    replica has one), answers both faces as ONNX Runtime does, and says which platform it is."""
+    from ray import serve
+
+    url = _deploy(cluster, Path(apps["text_program"]), "reviews-torch", batching=LENIENT)
+    try:
+        texts = ["review 3 was great fun", "dull and slow", "review 8 was dull"]
+        ours, onnx = (requests.post(u, json={"inputs": texts}, timeout=30).json()["predictions"] for u in (url, apps["text"]))
+        assert [p["label"] for p in ours] == [p["label"] for p in onnx]
+        assert np.allclose([p["probabilities"] for p in ours], [p["probabilities"] for p in onnx], atol=1e-5)
+        described = requests.get(url, timeout=30).json()
+        assert (described["platform"], described["precision"], described["accepts_text"]) == ("pytorch_libtorch", "fp32", True)
+        meta = requests.get(f"{url}/v2/models/reviews-torch", timeout=30).json()
+        assert meta["platform"] == "pytorch_libtorch" and {"name": "text", "datatype": "BYTES", "shape": [-1]} in meta["inputs"]
+    finally:
+        serve.delete("reviews-torch")
 
 
 def test_the_replicas_metrics_are_on_rays_metrics_endpoint(apps):

@@ -891,7 +891,7 @@ class LimitsConfig(Section):
 
 
 def _served_model(value: str) -> str:
-    allowed = ("onnx", *QUANTIZE_METHODS)
+    allowed = ("onnx", "torch_export", *QUANTIZE_METHODS)
     if value in allowed or value.startswith("models:/"):
         return value
     raise ValueError(f"got {value!r}; allowed: {', '.join(allowed)}, or models:/NAME/VERSION, models:/NAME@ALIAS")
@@ -958,14 +958,33 @@ class ServeConfig(Section):
         str,
         AfterValidator(_served_model),
         WithJsonSchema(
-            {"anyOf": [{"enum": ["onnx", *QUANTIZE_METHODS]}, {"type": "string", "pattern": "^models:/.+"}]}
+            {
+                "anyOf": [
+                    {"enum": ["onnx", "torch_export", *QUANTIZE_METHODS]},
+                    {"type": "string", "pattern": "^models:/.+"},
+                ]
+            }
         ),
     ] = Field(
         "onnx",
-        description="What the endpoint serves: the fp32 ONNX model, one of export.quantize's variants, or a "
-        "registered version (models:/NAME@champion).",
+        description="What the endpoint serves: the fp32 ONNX model, the torch.export program (torch_export: "
+        "run by torch, on the GPU with num_gpus), one of export.quantize's variants, or a registered version "
+        "(models:/NAME@champion).",
+    )
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32",
+        description="Autocast precision of a torch_export model (fp16/bf16 on a GPU); ONNX runs as exported.",
     )
     shadow: ShadowConfig = ShadowConfig()
+
+    @model_validator(mode="after")
+    def _precision_needs_torch(self) -> ServeConfig:
+        if self.precision != "fp32" and self.model != "torch_export":
+            raise ValueError(
+                f"serve.precision {self.precision} needs serve.model: torch_export (got {self.model}); "
+                "ONNX models run as exported: use fp32, or export.quantize for smaller ones"
+            )
+        return self
 
 
 # -------------------------------------------------------------------------------------- tracking
@@ -1017,13 +1036,14 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _served_model_is_exported(self) -> ExperimentConfig:
-        # Only a quantized choice is checked here: serving needs onnx in export.formats, which the serve stage
-        # checks itself (a file without it still runs with --no-serve).
-        exported = ["onnx", *(q.type for q in self.export.quantize)]
+        # Only the torch.export and quantized choices are checked here: serving needs onnx in export.formats,
+        # which the serve stage checks itself (a file without it still runs with --no-serve).
+        program = ["torch_export"] if "torch_export" in self.export.formats else []
+        exported = ["onnx", *program, *(q.type for q in self.export.quantize)]
         if self.serve.model not in exported and not self.serve.model.startswith("models:/"):
             raise ValueError(
                 f"serve.model: {self.serve.model!r} is not exported by this file; allowed: "
-                f"{', '.join(exported)} (export.quantize)"
+                f"{', '.join(exported)} (export.formats, export.quantize)"
             )
         return self
 

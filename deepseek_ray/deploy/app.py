@@ -49,6 +49,10 @@ from .shipping import kind_code, local_model, read_model_metadata, ship_model
 #: compute shorter than this runs on the event loop; longer goes to the compute thread, so that the loop
 #: keeps reading (and shedding) requests meanwhile
 INLINE_COMPUTE_MS = 5.0
+#: a torch program dispatches every op under the GIL, so in the compute thread it would contend with the loop
+#: for it (each side waiting out Python's 5 ms switch interval between ops): it runs on the loop while its
+#: batches take under this share of the in-replica budget
+TORCH_INLINE_SHARE = 0.25
 #: the replica's own Serve settings: our handler runs on the replica's event loop, with no hop to Serve's
 #: user-code thread (an ONNX Runtime call took 100-180 µs there against 430-450 µs on that thread)
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
@@ -109,7 +113,8 @@ def _inputs_of(payload: Any) -> Any:
 
 @serve.deployment
 class ModelServer:
-    """One replica: an ONNX Runtime session behind ``serve.batch``, tuned by :class:`DynamicBatchScheduler`."""
+    """One replica: an ONNX Runtime session or a ``torch.export`` program
+    (:func:`~deepseek_ray.export.serving_session`) behind ``serve.batch``, tuned by :class:`DynamicBatchScheduler`."""
 
     def __init__(
         self,
@@ -122,14 +127,17 @@ class ModelServer:
         gpu: bool = False,
         shadow: dict[str, Any] | None = None,
         build_args: dict[str, Any] | None = None,
+        precision: str = "fp32",
     ):
-        from ..export import onnx_session, read_metadata
+        from ..export import read_metadata, serving_session
 
         model_path = str(local_model(model_path))
         self.name = name
         self.meta = read_metadata(model_path)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None
-        self.session = onnx_session(model_path, self.meta.get("optimize_level", 9), threads, providers)
+        self.session = serving_session(model_path, self.meta.get("optimize_level", 9), threads, gpu, precision)
+        # the Open Inference Protocol's platform names, as Triton gives them
+        self.platform = "pytorch_libtorch" if model_path.endswith(".pt2") else "onnxruntime_onnx"
+        self.precision = precision
         self.input_name = self.session.get_inputs()[0].name
         self.kind = kind_of(self.meta)
         self.parser = request_parser(self.meta, self.session, model_path)
@@ -145,6 +153,8 @@ class ModelServer:
             fixed_wait_ms=float(batching.get("wait_ms", 10.0)),
         )
         self.metrics = ServingMetrics(route, self.scheduler.latency_threshold)
+        torch_program = self.platform == "pytorch_libtorch"
+        self._inline_ms = TORCH_INLINE_SHARE * self.scheduler.budget_ms if torch_program else INLINE_COMPUTE_MS
         self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
         self._drill = (0.0, 0.0, False)  # extra ms per batch and per example, and failing (slow_down_for_drill)
         self.served = 0
@@ -286,7 +296,7 @@ class ModelServer:
     async def _compute(self, batch: np.ndarray) -> np.ndarray:
         size = len(batch)
         self.scheduler.started_batch(size)
-        if self.scheduler.batch_ms(size) < INLINE_COMPUTE_MS and not any(self._drill):
+        if self.scheduler.batch_ms(size) < self._inline_ms and not any(self._drill):
             outputs, compute_ms = self._run(batch)  # the loop is held: the next batch gathers what came meanwhile
         else:
             running = asyncio.get_running_loop().run_in_executor(self._compute_thread, self._run, batch)
@@ -460,6 +470,8 @@ class ModelServer:
             "outputs": self.outputs,
             "sha256": self.meta.get("sha256"),
             "quantization": (self.meta.get("quantization") or {}).get("type"),
+            "platform": self.platform,
+            "precision": self.precision,
             "batch_cap": self.scheduler.batch_size,
             "controller": self.controller_state(),
             "limits": self.limits,
@@ -488,7 +500,10 @@ class ModelServer:
             raise HTTPError(404, f"no model {parts[1]!r} here; this endpoint serves {self.name!r}")
         rest = parts[4:] if parts[2:3] == ["versions"] else parts[2:]
         if rest == [] and request.method == "GET":
-            return json_response(protocol.model_metadata(self.name, self.inputs, self.outputs, versions=["1"]))
+            metadata = protocol.model_metadata(
+                self.name, self.inputs, self.outputs, versions=["1"], platform=self.platform
+            )
+            return json_response(metadata)
         if rest == ["ready"]:
             return json_response({"name": self.name, "ready": True})
         if rest == ["infer"] and request.method == "POST":
@@ -570,8 +585,10 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     ``route``, ``batching`` (min_batch, max_batch, latency_threshold_ms, adaptive, wait_ms), ``limits``
     (max_body_bytes, max_examples, timeout_s), ``autoscaling`` (min_replicas, max_replicas,
     target_ongoing_requests, upscale_delay_s, downscale_delay_s), ``num_cpus``, ``num_gpus``, ``threads``,
-    ``max_queued_requests``, ``access_log``; the experiment file's ``serve`` section spells them the same.
-    ``model_path`` may be a registered version (``models:/NAME@champion``, read from ``tracking_uri``).
+    ``precision``, ``max_queued_requests``, ``access_log``; the experiment file's ``serve`` section spells them
+    the same. ``model_path`` is an ``.onnx`` file, a ``.pt2`` program (``export.formats: [torch_export]``: served
+    by torch, on the replica's GPU when ``num_gpus`` > 0) or a registered version (``models:/NAME@champion``, read
+    from ``tracking_uri``).
 
     >>> build_app({'model_path': 'runs/mnist-quickstart/export/model.onnx'})  # needs Ray  # doctest: +SKIP
     """
@@ -620,6 +637,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         num_gpus > 0,
         args.get("shadow_session"),
         {key: value for key, value in args.items() if key != "shadow_session"},
+        str(args.get("precision", "fp32")),
     )
 
 

@@ -19,6 +19,7 @@ from .exporter import (
     register_onnx_translation,
 )
 from .tensorrt import tensorrt_backend
+from .torch_program import TorchProgramSession, serving_session
 
 __all__ = [
     "ExportResult",
@@ -32,5 +33,7 @@ __all__ = [
     "onnx_session",
     "read_metadata",
     "register_onnx_translation",
+    "serving_session",
     "tensorrt_backend",
+    "TorchProgramSession",
 ]

@@ -475,8 +475,11 @@ def _store_quantized_weights(model: Any) -> int:
 
 
 def _torch_export_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    module = torch.export.load(str(path)).module()
-    return lambda batch: module(torch.from_numpy(batch)).detach().float().numpy()
+    from .torch_program import TorchProgramSession
+
+    session = TorchProgramSession(path)
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
 
 
 #: ONNX translations of custom torch ops, used by every ONNX export (later stages register theirs here).
