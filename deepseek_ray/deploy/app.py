@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -49,10 +50,6 @@ from .shipping import kind_code, local_model, read_model_metadata, ship_model
 #: compute shorter than this runs on the event loop; longer goes to the compute thread, so that the loop
 #: keeps reading (and shedding) requests meanwhile
 INLINE_COMPUTE_MS = 5.0
-#: a torch program dispatches every op under the GIL, so in the compute thread it would contend with the loop
-#: for it (each side waiting out Python's 5 ms switch interval between ops): it runs on the loop while its
-#: batches take under this share of the in-replica budget
-TORCH_INLINE_SHARE = 0.25
 #: the replica's own Serve settings: our handler runs on the replica's event loop, with no hop to Serve's
 #: user-code thread (an ONNX Runtime call took 100-180 µs there against 430-450 µs on that thread)
 REPLICA_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
@@ -153,8 +150,9 @@ class ModelServer:
             fixed_wait_ms=float(batching.get("wait_ms", 10.0)),
         )
         self.metrics = ServingMetrics(route, self.scheduler.latency_threshold)
-        torch_program = self.platform == "pytorch_libtorch"
-        self._inline_ms = TORCH_INLINE_SHARE * self.scheduler.budget_ms if torch_program else INLINE_COMPUTE_MS
+        # A torch program dispatches each op under the GIL, so in the compute thread it would contend with the
+        # loop for it (on one H200 its batches took several times their offline time there): it runs on the loop.
+        self._inline_ms = math.inf if self.platform == "pytorch_libtorch" else INLINE_COMPUTE_MS
         self._compute_thread = ThreadPoolExecutor(1, thread_name_prefix="onnxruntime")
         self._drill = (0.0, 0.0, False)  # extra ms per batch and per example, and failing (slow_down_for_drill)
         self.served = 0
