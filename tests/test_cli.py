@@ -76,8 +76,10 @@ def test_a_search_killed_with_sigkill_finishes_with_search_resume(ray_address, t
     ids = [t["trial_id"] for t in best["trials"]]
     assert len(ids) == 4 and len(set(ids)) == 4, ids  # the budget, once each
     finished_before = before.count(" terminated ") + before.count(" pruned ")
-    # Only the trials that had not finished ran after the kill (the resumed run reports each one it ends).
-    assert proc.stdout.count(" terminated ") + proc.stdout.count(" pruned ") == 4 - finished_before, proc.stdout
+    # Only the trials that had not finished ran after the kill (the resumed run reports each one it ends). The one
+    # whose end was printed last may run again: Tune saves the experiment's state after its callbacks report.
+    ended_after = proc.stdout.count(" terminated ") + proc.stdout.count(" pruned ")
+    assert 4 - finished_before <= ended_after <= 4 - finished_before + 1, proc.stdout
 
 
 def test_ctrl_c_stops_a_run_with_exit_code_130(ray_address, tiny_config_path, tmp_path):

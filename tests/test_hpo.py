@@ -46,7 +46,7 @@ def search(**overrides) -> SearchConfig:
 def test_each_strategy_is_a_distinct_library_sampler():
     space = SearchSpace.from_mapping({**NAS, "lr": {"choice": [1e-3, 1e-2]}})
     expected = {"random": "optuna.RandomSampler", "grid": "optuna.GridSampler", "tpe": "optuna.TPESampler",
-                "gp": "optuna.GPSampler", "cmaes": "optuna.CmaEsSampler", "nsga2": "optuna.NSGAIISampler",
+                "gp": "optuna.GPSampler", "cmaes": "optuna.CmaEsSampler", "nsga2": "deepseek_ray.PicklableNSGAIISampler",
                 "evolution": "deepseek_ray.RegularizedEvolutionSampler", "hyperopt": "hyperopt.suggest"}
     found = {}
     for name in STRATEGIES:

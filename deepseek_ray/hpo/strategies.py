@@ -22,6 +22,7 @@ Each strategy is registered here, in :data:`deepseek_ray.config.STRATEGIES`, the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,9 +106,29 @@ def _evolution(o: SamplerOptions) -> optuna.samplers.BaseSampler:
     return RegularizedEvolutionSampler(population=o.population, tournament=o.tournament, seed=o.seed)
 
 
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: Tune pickles the searcher with the experiment's state, and Optuna 5.1's
+    sampler holds a ``threading.Lock``, which is left out of the pickle and made anew on load.
+
+    >>> import pickle
+    >>> sampler = pickle.loads(pickle.dumps(PicklableNSGAIISampler(seed=0, population_size=4)))
+    >>> type(sampler).__name__
+    'PicklableNSGAIISampler'
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
 @_strategy("nsga2", multi_objective=True)
 def _nsga2(o: SamplerOptions) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=o.seed, population_size=max(4, o.population))
+    return PicklableNSGAIISampler(seed=o.seed, population_size=max(4, o.population))
 
 
 def make_sampler(
