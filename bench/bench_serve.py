@@ -138,7 +138,7 @@ class Servers:
             return
         if server == "fastapi":
             peer = processes.fastapi_peer(
-                path, PORTS["fastapi"], opts.replicas, opts.threads, providers, opts.device == "cuda", opts.precision
+                path, PORTS["fastapi"], opts.replicas, opts.threads, opts.device == "cuda", opts.precision
             )
         else:
             why = processes.bento_available()

@@ -15,17 +15,17 @@ from fastapi.responses import JSONResponse, Response
 
 from deepseek_ray.data.kinds import BadRequest, kind_of
 from deepseek_ray.deploy.app import request_parser
-from deepseek_ray.export import onnx_predict, onnx_session, read_metadata, serving_session
+from deepseek_ray.export import onnx_predict, read_metadata, serving_session
 
 MODEL_PATH = os.environ["BENCH_MODEL_PATH"]
 META = read_metadata(MODEL_PATH)
-THREADS = int(os.environ.get("BENCH_THREADS", "1"))
-if MODEL_PATH.endswith(".pt2"):  # a torch.export program, run as the Serve replica runs it
-    SESSION = serving_session(MODEL_PATH, 9, THREADS, bool(os.environ.get("BENCH_GPU")),
-                              os.environ.get("BENCH_PRECISION", "fp32"))
-else:
-    SESSION = onnx_session(MODEL_PATH, META.get("optimize_level", 9), threads=THREADS,
-                           providers=os.environ.get("BENCH_PROVIDERS", "CPUExecutionProvider").split(","))
+SESSION = serving_session(  # as the Serve replica opens it: ONNX Runtime for .onnx, torch for a .pt2 program
+    MODEL_PATH,
+    META.get("optimize_level", 9),
+    int(os.environ.get("BENCH_THREADS", "1")),
+    gpu=bool(os.environ.get("BENCH_GPU")),
+    precision=os.environ.get("BENCH_PRECISION", "fp32"),
+)
 KIND = kind_of(META)
 PARSER = request_parser(META, SESSION, MODEL_PATH)
 app = FastAPI()

@@ -57,14 +57,11 @@ class Peer:
 
 
 def fastapi_peer(
-    model_path: Path, port: int, workers: int, threads: int = 1, providers: str = "", gpu: bool = False,
-    precision: str = "fp32",
+    model_path: Path, port: int, workers: int, threads: int = 1, gpu: bool = False, precision: str = "fp32"
 ) -> Peer:
     env = {"BENCH_MODEL_PATH": str(model_path), "BENCH_THREADS": str(threads), "BENCH_PRECISION": precision}
     if gpu:
         env["BENCH_GPU"] = "1"
-    if providers:
-        env["BENCH_PROVIDERS"] = providers
     cmd = [
         sys.executable,
         "-m",
