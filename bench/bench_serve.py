@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import LoadGen, point_stats  # noqa: E402
 from serve_models import MODELS, export_model, offline_throughput, request_bodies  # noqa: E402
 from serve_peers import processes  # noqa: E402
-from serve_peers.ray_server import FAST  # noqa: E402
+from serve_peers.ray_server import fast_env  # noqa: E402
 
 SERVE_VARIANTS = ("serve-unbatched", "serve-batch", "serve-adaptive")
 SERVERS = (*SERVE_VARIANTS, "fastapi", "bento")
@@ -71,8 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runtime", choices=("auto", "onnxruntime", "torch"), default="auto",
                         help="auto: ONNX Runtime, or torch on a GPU that ONNX Runtime cannot use")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="torch runtime only")
+    parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
+                        help="torch on cuda: replay CUDA graphs (serve.cuda_graphs), offline and in every server")
     parser.add_argument("--batches", default="", help="offline batch sizes (default: 1..32 for minilm, 1,8,32)")
     parser.add_argument("--serve-env", choices=("fast", "default"), default="fast")
+    parser.add_argument("--haproxy-threads", type=int, default=0,
+                        help="RAY_SERVE_HAPROXY_NBTHREAD under --serve-env fast (0: what deepseek_ray sets on this host)")
     parser.add_argument("--workdir", default="/tmp/bench_serve", help="exported models, logs")
     parser.add_argument("--out", default="", help="markdown file (default: bench/results/serve_<device>_<time>.md)")
     parser.add_argument("--merge", default="", help="a.json,b.json,...: only merge runs made in pieces into --out")
@@ -98,6 +102,7 @@ def serve_args(model_path: Path, variant: str, opts: argparse.Namespace) -> dict
         "num_cpus": opts.num_cpus,
         "threads": opts.threads,
         "precision": opts.precision,
+        "cuda_graphs": opts.cuda_graphs == "on",
     }
     if opts.device == "cuda":
         args["num_gpus"] = 1.0 / opts.replicas
@@ -117,7 +122,8 @@ class Servers:
 
             print("  starting Ray + Serve in a subprocess ...", flush=True)
             self.ray = RayServeHost(
-                PORTS["serve"], fast=self.opts.serve_env == "fast", num_gpus=1 if self.opts.device == "cuda" else 0
+                PORTS["serve"], fast=self.opts.serve_env == "fast", num_gpus=1 if self.opts.device == "cuda" else 0,
+                haproxy_threads=self.opts.haproxy_threads,
             )
         return self.ray
 
@@ -138,7 +144,13 @@ class Servers:
             return
         if server == "fastapi":
             peer = processes.fastapi_peer(
-                path, PORTS["fastapi"], opts.replicas, opts.threads, opts.device == "cuda", opts.precision
+                path,
+                PORTS["fastapi"],
+                opts.replicas,
+                opts.threads,
+                opts.device == "cuda",
+                opts.precision,
+                opts.max_batch if opts.cuda_graphs == "on" else 0,
             )
         else:
             why = processes.bento_available()
@@ -210,7 +222,8 @@ def _progress(point: dict[str, Any]) -> None:
 def offline(path: Path, model: str, opts: argparse.Namespace) -> dict[int, dict[str, float]]:
     batches = (1, 2, 4, 8, 16, 32) if model == "minilm" else (1, 8, 32)
     batches = tuple(int(b) for b in opts.batches.split(",")) if opts.batches else batches
-    result = offline_throughput(path, batches, opts.threads, 2.0, opts.device == "cuda", opts.precision)
+    graphs = max(batches) if opts.cuda_graphs == "on" else 0
+    result = offline_throughput(path, batches, opts.threads, 2.0, opts.device == "cuda", opts.precision, graphs)
     for batch, row in result.items():
         print(
             f"    offline batch {batch:>2}: {row['samples_per_s']:8.1f} samples/s  {row['ms_per_call']:7.2f} ms/call",
@@ -277,6 +290,7 @@ def write(report: dict[str, Any], opts: argparse.Namespace) -> Path:
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1))
     out = Path(opts.out) if opts.out else RESULTS / f"{stem}.md"
     out.write_text(markdown(report))
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     return out
 
 
@@ -316,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M"),
         "command": "python bench/bench_serve.py " + " ".join(argv or sys.argv[1:]),
         "options": vars(opts),
-        "serve_env_vars": FAST if opts.serve_env == "fast" else {},
+        "serve_env_vars": fast_env(opts.haproxy_threads) if opts.serve_env == "fast" else {},
         "models": {},
     }
     servers = Servers(opts)
@@ -329,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         report["wall_s"] = time.time() - started
         out = write(report, opts)
         print(markdown(report))
-        print(f"written: {out} (and its .json in {RESULTS})")
+        print(f"written: {out} and its .json (a copy in {RESULTS})")
 
 
 def runtime_of(opts: argparse.Namespace) -> str:
@@ -341,7 +355,8 @@ def runtime_of(opts: argparse.Namespace) -> str:
     torch_runtime = opts.runtime == "torch" or (opts.runtime == "auto" and opts.device == "cuda" and not cuda_ort)
     if not torch_runtime and opts.precision != "fp32":
         raise SystemExit("--precision fp16/bf16 needs the torch runtime (--runtime torch)")
-    return f"torch {opts.precision} on {opts.device}" if torch_runtime else "ONNX Runtime"
+    graphs = " (CUDA graphs)" if opts.device == "cuda" and opts.cuda_graphs == "on" else ""
+    return f"torch {opts.precision} on {opts.device}{graphs}" if torch_runtime else "ONNX Runtime"
 
 
 def run_model(model: str, workdir: Path, servers: Servers, gen: LoadGen, opts: argparse.Namespace) -> dict[str, Any]:

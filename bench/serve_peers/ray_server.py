@@ -26,6 +26,11 @@ SCRATCH = "/tmp/bench_serve/haproxy"
 #: the replica's own setting (no user-code thread) comes with the app (deepseek_ray.deploy.app.REPLICA_ENV)
 FAST = serve_settings("haproxy")
 
+
+def fast_env(haproxy_threads: int = 0) -> dict[str, str]:
+    """FAST with ``haproxy_threads`` HAProxy threads (0: as deepseek_ray sets them for this host)."""
+    return {**FAST, **({"RAY_SERVE_HAPROXY_NBTHREAD": str(haproxy_threads)} if haproxy_threads else {})}
+
 #: paths and ports of this benchmark's own, so that a second Ray on the machine (tests) is not disturbed
 ISOLATION = {
     "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31300",
@@ -47,9 +52,11 @@ ISOLATION = {
 class RayServeHost:
     """The Ray subprocess, seen from the benchmark: ``deploy`` returns the app's URL once it answers."""
 
-    def __init__(self, port: int, fast: bool = True, num_cpus: int | None = None, num_gpus: int = 0):
+    def __init__(
+        self, port: int, fast: bool = True, num_cpus: int | None = None, num_gpus: int = 0, haproxy_threads: int = 0
+    ):
         os.makedirs(SCRATCH, exist_ok=True)
-        env = {**os.environ, **ISOLATION, **(FAST if fast else {})}
+        env = {**os.environ, **ISOLATION, **(fast_env(haproxy_threads) if fast else {})}
         if fast:
             env.pop("RAY_SERVE_THROUGHPUT_OPTIMIZED", None)
         self.port = port

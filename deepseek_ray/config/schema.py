@@ -975,6 +975,11 @@ class ServeConfig(Section):
         "fp32",
         description="Autocast precision of a torch_export model (fp16/bf16 on a GPU); ONNX runs as exported.",
     )
+    cuda_graphs: bool = Field(
+        True,
+        description="A torch_export model on a GPU replays CUDA graphs, one per power-of-two batch up to "
+        "batching.max_batch (one launch per batch, not one per operator); false runs it op by op.",
+    )
     shadow: ShadowConfig = ShadowConfig()
 
     @model_validator(mode="after")

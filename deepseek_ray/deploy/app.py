@@ -125,13 +125,18 @@ class ModelServer:
         shadow: dict[str, Any] | None = None,
         build_args: dict[str, Any] | None = None,
         precision: str = "fp32",
+        cuda_graphs: bool = True,
     ):
         from ..export import read_metadata, serving_session
 
         model_path = str(local_model(model_path))
         self.name = name
         self.meta = read_metadata(model_path)
-        self.session = serving_session(model_path, self.meta.get("optimize_level", 9), threads, gpu, precision)
+        batching = batching or {}
+        graph_batches = int(batching.get("max_batch", 32)) if cuda_graphs else 0
+        self.session = serving_session(
+            model_path, self.meta.get("optimize_level", 9), threads, gpu, precision, graph_batches
+        )
         # the Open Inference Protocol's platform names, as Triton gives them
         self.platform = "pytorch_libtorch" if model_path.endswith(".pt2") else "onnxruntime_onnx"
         self.precision = precision
@@ -140,7 +145,6 @@ class ModelServer:
         self.parser = request_parser(self.meta, self.session, model_path)
         self.inputs = self.kind.tensor_metadata(self.meta, self.parser.dtype)
         self.outputs = self._output_metadata()
-        batching = batching or {}
         self.limits = {"max_body_bytes": 4 * 2**20, "max_examples": 256, "timeout_s": 30.0, **(limits or {})}
         self.scheduler = DynamicBatchScheduler(
             min_batch=int(batching.get("min_batch", 1)),
@@ -470,6 +474,7 @@ class ModelServer:
             "quantization": (self.meta.get("quantization") or {}).get("type"),
             "platform": self.platform,
             "precision": self.precision,
+            "cuda_graphs": getattr(self.session, "graphs", None) is not None,
             "batch_cap": self.scheduler.batch_size,
             "controller": self.controller_state(),
             "limits": self.limits,
@@ -583,10 +588,10 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     ``route``, ``batching`` (min_batch, max_batch, latency_threshold_ms, adaptive, wait_ms), ``limits``
     (max_body_bytes, max_examples, timeout_s), ``autoscaling`` (min_replicas, max_replicas,
     target_ongoing_requests, upscale_delay_s, downscale_delay_s), ``num_cpus``, ``num_gpus``, ``threads``,
-    ``precision``, ``max_queued_requests``, ``access_log``; the experiment file's ``serve`` section spells them
-    the same. ``model_path`` is an ``.onnx`` file, a ``.pt2`` program (``export.formats: [torch_export]``: served
-    by torch, on the replica's GPU when ``num_gpus`` > 0) or a registered version (``models:/NAME@champion``, read
-    from ``tracking_uri``).
+    ``precision``, ``cuda_graphs``, ``max_queued_requests``, ``access_log``; the experiment file's ``serve``
+    section spells them the same. ``model_path`` is an ``.onnx`` file, a ``.pt2`` program
+    (``export.formats: [torch_export]``: served by torch, on the replica's GPU when ``num_gpus`` > 0) or a
+    registered version (``models:/NAME@champion``, read from ``tracking_uri``).
 
     >>> build_app({'model_path': 'runs/mnist-quickstart/export/model.onnx'})  # needs Ray  # doctest: +SKIP
     """
@@ -636,6 +641,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         args.get("shadow_session"),
         {key: value for key, value in args.items() if key != "shadow_session"},
         str(args.get("precision", "fp32")),
+        bool(args.get("cuda_graphs", True)),
     )
 
 
@@ -719,7 +725,7 @@ def missing_serve_settings(ingress: str = "proxy") -> dict[str, str]:
 
     import ray
 
-    from ..runtime import serve_settings
+    from ..runtime import HAPROXY_THREADS, serve_settings
 
     wanted = serve_settings(ingress)
 
@@ -728,7 +734,11 @@ def missing_serve_settings(ingress: str = "proxy") -> dict[str, str]:
         return {name: os.environ.get(name) for name in names}
 
     seen = ray.get(environment.remote(list(wanted)))
-    return {name: value for name, value in wanted.items() if seen.get(name) != value}
+    return {
+        name: value
+        for name, value in wanted.items()
+        if seen.get(name) != value and not (name == HAPROXY_THREADS and seen.get(name))
+    }
 
 
 def _warn_if_slow_path(ingress: str) -> None:
