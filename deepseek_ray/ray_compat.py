@@ -255,7 +255,7 @@ def reload_ray_config() -> bool:
 
     >>> lookup(RAYLET_CONFIG) is not None
     True
-    >>> reload_ray_config()  # re-reads this process's Ray config: not mid-session  # doctest: +SKIP
+    >>> reload_ray_config()  # needs Ray not yet initialised: the suite's doctests share its session  # doctest: +SKIP
     True
     """
     initialize = lookup(RAYLET_CONFIG)

@@ -20,8 +20,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
-# Ray Train's worker group starts in ≈ 7 s here (BENCHMARKS.md, "Ray Train start-up"), but several times
-# that when the 2 cores are busy with the suite's other processes: Ray's 30 s default fails such runs.
+# Ray Train's first step comes 11–14 s after the call on this 2-core machine (BENCHMARKS.md, "Ray Train start-up"),
+# and several times that when the cores are busy with the suite's other processes: Ray's 30 s default fails such runs.
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "240")
 
 

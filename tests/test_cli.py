@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ def test_the_quickstart_file_runs_end_to_end_and_serves(cluster, tmp_path):
 
     small = ["--set", "data.limit=1000", "--set", "search.budget.trials=2", "--set", "search.scheduler.max_t=1",
              "--set", "train.epochs=1", "--set", "train.early_stopping_patience=null",
+             "--set", "train.collective_timeout_s=120",
              "--set", "serve.autoscaling.max_replicas=1", "--set", f"serve.port={cluster.serve_port}"]
     proc = run_cli(["run", str(ROOT / "examples" / "quickstart.yaml"), "--address", cluster.address, *small],
                    cwd=tmp_path)
@@ -56,7 +58,10 @@ def test_the_quickstart_file_runs_end_to_end_and_serves(cluster, tmp_path):
 
 
 def test_datasets_lists_the_registry():
-    proc = run_cli(["datasets"], cwd=ROOT)
+    """Through the ``deepseek-ray`` console script the install puts beside Python, as users type it."""
+    script = shutil.which("deepseek-ray") or str(Path(sys.executable).parent / "deepseek-ray")
+    assert Path(script).is_file(), "pip install -e . installs the deepseek-ray command"
+    proc = subprocess.run([script, "datasets"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=cli_env())
     assert proc.returncode == 0, proc.stderr
     assert {"digits", "mnist5k", "rotten_tomatoes"} <= set(proc.stdout.split())
 

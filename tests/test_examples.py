@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("DEEPSEEK_RAY_ACCEPTANCE") != "1"
                                 reason="the unshrunk main job: set DEEPSEEK_RAY_ACCEPTANCE=1 to run it")
 
 
+@pytest.mark.timeout(1500)  # the whole job, past the suite's 480 s per test
 def test_quickstart_reaches_its_accuracy_target_and_beats_the_plain_cnn(cluster, tmp_path):
     proc = run_cli(["run", str(ROOT / "examples" / "quickstart.yaml"), "--address", cluster.address, "--no-serve"],
                    cwd=tmp_path, timeout=1200)

@@ -26,8 +26,12 @@ MAX_BATCH, MAX_SEQUENCE = 64, 512  # upper bounds of the engine's dynamic axes
 def tensorrt_backend() -> str:
     """``'tensorrt'`` when the package imports, else the first ONNX Runtime GPU provider; else an error.
 
-    >>> tensorrt_backend()  # needs a GPU (else the error)  # doctest: +SKIP
-    'tensorrt'
+    >>> try:  # 'tensorrt' or a provider on an NVIDIA machine; elsewhere the error names the way out
+    ...     backend = tensorrt_backend()
+    ... except RuntimeError as err:
+    ...     backend = "export with format='onnx'" if "format='onnx'" in str(err) else str(err)
+    >>> backend in ("tensorrt", *GPU_PROVIDERS, "export with format='onnx'")
+    True
     """
     try:
         import tensorrt  # noqa: F401
