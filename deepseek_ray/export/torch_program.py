@@ -8,7 +8,9 @@ it under ``torch.autocast`` (matrix products in half precision, reductions and s
 exported fp32 file serves at either precision without a second export. On a GPU, ``graph_batches`` > 0
 captures the program as CUDA graphs, one per power-of-two batch size up to it, and a batch replays the
 smallest graph that holds it (rows past the batch repeat its first row; their outputs are dropped): one
-launch instead of one per operator, which is what a small model's batch costs on a fast GPU.
+launch instead of one per operator, which is what a small model's batch costs on a fast GPU. The graphs
+hold one example shape (``example_shape``, else the ``input_shape`` that export wrote beside the file: token
+ids padded to ``max_len``); a batch of another shape, or larger than the largest graph, runs op by op.
 
 >>> import tempfile, os, numpy as np, torch
 >>> from deepseek_ray.export import ModelExporter
