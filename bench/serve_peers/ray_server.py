@@ -120,6 +120,10 @@ class RayServeHost:
 
 # ------------------------------------------------------------------------------------------ the child
 def _say(answer: dict[str, Any]) -> None:
+    """One line to the parent, kept under the pipe's atomic write size (4 KiB): Ray's processes write to the
+    same stdout, and a longer line can be split by theirs (a deploy error of 8 replicas was, on one H200)."""
+    if "error" in answer:
+        answer = {"error": answer["error"][:3000]}
     print("@@" + json.dumps(answer), flush=True)
 
 
