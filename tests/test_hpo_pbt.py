@@ -1,4 +1,4 @@
-"""Population-based training on Tune's PopulationBasedTraining: config checks, weights and optimizer state carried
+"""Population-based training on Tune's PopulationBasedTraining and PB2: config checks, weights and optimizer state carried
 over, perturbation inside the domains (its resume after SIGKILL is in test_hpo.py)."""
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def pbt(**scheduler) -> SearchConfig:
                         budget={"trials": 4}, concurrency=2, cpus_per_trial=0.5)
 
 
+def pb2(**scheduler) -> SearchConfig:
+    spec = {"type": "pb2", "max_t": 3, "perturbation_interval": 1, "quantile_fraction": 0.5}
+    return SearchConfig(strategy={"type": "random"}, scheduler={**spec, **scheduler}, metric="score", mode="max",
+                        budget={"trials": 4}, concurrency=2, cpus_per_trial=0.5)
+
+
 # ----------------------------------------------------------------------------- without Ray
 def test_pbt_refuses_varying_architectures_several_metrics_and_unknown_keys(tmp_path):
     varying = SearchSpace.from_mapping({**FIXED_NAS, "ops": ["conv3x3", "identity"], "cells": {"choice": [1, 2]}})
@@ -43,11 +49,19 @@ def test_pbt_refuses_varying_architectures_several_metrics_and_unknown_keys(tmp_
     assert sorted(shipped.perturbable()) == ["dropout", "lr", "weight_decay"]
     with pytest.raises(ValueError, match="pbt ranks trials by one metric"):
         SearchConfig(scheduler={"type": "pbt"}, metric=["val_accuracy", "latency_ms"], mode=["max", "min"])
-    with pytest.raises(ValueError, match="strategy 'tpe' cannot run under scheduler pbt: Tune's Population"):
+    with pytest.raises(ValueError, match="strategy 'tpe' cannot run under scheduler pbt: Tune's population-based"):
         SearchConfig(strategy={"type": "tpe"}, scheduler={"type": "pbt"})
     assert SearchConfig(scheduler={"type": "pbt"}).scheduler.type == "pbt"  # no strategy given: Tune's own
     with pytest.raises(ValueError, match=r"perturbation_interval \(3\) must be below max_t \(3\)"):
         SearchConfig(scheduler={"type": "pbt", "max_t": 3, "perturbation_interval": 3})
+    # PB2 takes the same checks, and chooses values within bounds: a choice cannot be one of them.
+    with pytest.raises(ConfigError, match="cells varies"):
+        run_trials(lambda p, s: iter(()), varying, pb2(), storage_path=tmp_path)
+    with pytest.raises(ConfigError, match=r"pb2 chooses values within bounds; x is choice \[0.1, 0.2\]"):
+        choice = SearchSpace.from_mapping({"type": "params", "x": {"choice": [0.1, 0.2]}})
+        run_trials(lambda p, s: iter(()), choice, pb2(hyperparameters=["x"]), storage_path=tmp_path)
+    with pytest.raises(ValueError, match="strategy 'tpe' cannot run under scheduler pb2"):
+        SearchConfig(strategy={"type": "tpe"}, scheduler={"type": "pb2"})
 
 
 def _parameters(checkpoint: bytes) -> dict[str, torch.Tensor]:
@@ -121,6 +135,22 @@ def test_pbt_copies_the_state_of_better_trials_and_perturbs_their_hyperparameter
     assert sum(line.startswith("pbt epoch ") for line in lines) == 4  # each exploit on a progress line
     # Tune's own record of the exploits agrees with the trial table's lineage.
     assert len((Path(result.path) / "pbt_global.txt").read_text().splitlines()) == 4
+
+
+def test_pb2_copies_the_state_of_better_trials_and_picks_their_hyperparameters_within_bounds(ray_address, tmp_path):
+    lines: list[str] = []
+    result = run_trials(accumulate(), X, pb2(), name="pb2", storage_path=tmp_path, seed=3, progress=lines.append)
+    trials = {t["trial_id"]: t for t in result.trials}
+    assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["epochs"] == 3 for t in trials.values())
+    lineage = [(tid, step) for tid, t in trials.items() for step in t["lineage"]]
+    assert sorted(step["epoch"] for _, step in lineage) == [1, 1, 2, 2]
+    for trial_id, step in lineage:
+        epoch, donor, recipient = step["epoch"], trials[step["from"]], trials[trial_id]
+        new_x = recipient["history"][epoch]["x"]
+        assert donor["history"][epoch - 1]["score"] >= recipient["history"][epoch - 1]["score"]  # bottom copies top
+        assert new_x == step["params"]["x"] and 0.0 <= new_x <= 1.0  # the bandit's pick, within the domain
+        assert recipient["history"][epoch]["score"] == pytest.approx(donor["history"][epoch - 1]["score"] + new_x)
+    assert sum(line.startswith("pb2 epoch ") for line in lines) == 4
 
 
 def test_pbt_search_trains_one_shared_architecture(ray_address, tmp_path):

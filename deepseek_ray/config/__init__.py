@@ -36,6 +36,7 @@ from .registries import (
 from .registry import Registry
 from .schema import (
     OPTIONS_KIND,
+    POPULATION_SCHEDULERS,
     QUANTIZE_METHODS,
     TEXT_AUGMENTATIONS,
     AshaSchedulerConfig,
@@ -47,6 +48,7 @@ from .schema import (
     FifoSchedulerConfig,
     HyperbandSchedulerConfig,
     MlflowFileConfig,
+    Pb2SchedulerConfig,
     PbtSchedulerConfig,
     SearchConfig,
     ServeConfig,
@@ -82,6 +84,8 @@ __all__ = [
     "FifoSchedulerConfig",
     "HyperbandSchedulerConfig",
     "PbtSchedulerConfig",
+    "Pb2SchedulerConfig",
+    "POPULATION_SCHEDULERS",
     "Registry",
     "Metric",
     "KINDS",

@@ -532,17 +532,19 @@ class HyperbandSchedulerConfig(Section):
     reduction_factor: Float = Field(3.0, gt=1, le=100)
 
 
-class PbtSchedulerConfig(Section):
-    """Population-based training (Jaderberg et al. 2017; Tune's ``PopulationBasedTraining``, ``synch=True``):
-    every ``perturbation_interval`` epochs the worst ``quantile_fraction`` of the trials copy the weights
-    and optimizer state of a random trial from the best fraction and continue with its hyperparameters,
-    perturbed.
+#: the schedulers that copy weights between the trials of one population
+POPULATION_SCHEDULERS = ("pbt", "pb2")
 
-    Needs one metric and one architecture shared by every trial (weights are copied). Tune's PBT takes
-    no searcher: the population is drawn at random by Tune's variant generator (strategy ``random``).
+
+class _PopulationSchedulerConfig(Section):
+    """What PBT and PB2 share: every ``perturbation_interval`` epochs the worst ``quantile_fraction`` of the
+    trials copy the weights and optimizer state of a random trial from the best fraction and continue with
+    new hyperparameters.
+
+    Needs one metric and one architecture shared by every trial (weights are copied). Tune's PBT and PB2
+    take no searcher: the population is drawn at random by Tune's variant generator (strategy ``random``).
     """
 
-    type: Literal["pbt"]
     max_t: Int = Field(4, ge=2, le=MAX_EPOCHS, description="Epochs of every trial.")
     perturbation_interval: Int = Field(
         1, ge=1, le=MAX_EPOCHS, description="Epochs between exploit/explore steps; below max_t."
@@ -550,18 +552,12 @@ class PbtSchedulerConfig(Section):
     quantile_fraction: Float = Field(
         0.25, gt=0, le=0.5, description="Share of trials copied from (top) and replaced (bottom)."
     )
-    resample_probability: Float = Field(
-        0.25, ge=0, le=1, description="Chance a perturbed value is drawn afresh from its domain."
-    )
-    perturbation_factors: tuple[Float, Float] = Field(
-        (0.8, 1.2), description="Otherwise a numeric value is multiplied by one of these."
-    )
     hyperparameters: list[Annotated[str, Field(min_length=1, max_length=MAX_NAME)]] | None = Field(
         None, description="Keys to perturb; default: every searched float (uniform, loguniform, quniform) in the space."
     )
 
     @model_validator(mode="after")
-    def _interval_below_max_t(self) -> PbtSchedulerConfig:
+    def _interval_below_max_t(self) -> _PopulationSchedulerConfig:
         if self.perturbation_interval >= self.max_t:
             raise ValueError(
                 f"perturbation_interval ({self.perturbation_interval}) must be below max_t ({self.max_t}), "
@@ -570,8 +566,29 @@ class PbtSchedulerConfig(Section):
         return self
 
 
+class PbtSchedulerConfig(_PopulationSchedulerConfig):
+    """Population-based training (Jaderberg et al. 2017; Tune's ``PopulationBasedTraining``, ``synch=True``):
+    the copied hyperparameters are perturbed, each multiplied by a factor or drawn afresh."""
+
+    type: Literal["pbt"]
+    resample_probability: Float = Field(
+        0.25, ge=0, le=1, description="Chance a perturbed value is drawn afresh from its domain."
+    )
+    perturbation_factors: tuple[Float, Float] = Field(
+        (0.8, 1.2), description="Otherwise a numeric value is multiplied by one of these."
+    )
+
+
+class Pb2SchedulerConfig(_PopulationSchedulerConfig):
+    """Population-based bandits (Parker-Holder et al. 2020; Tune's ``PB2``, ``synch=True``): the copied
+    hyperparameters are chosen by a Gaussian-process bandit fitted to how each setting improved the metric,
+    within their domains' bounds; so every perturbed key is a numeric range (uniform, loguniform, quniform)."""
+
+    type: Literal["pb2"]
+
+
 SchedulerConfig = Annotated[
-    FifoSchedulerConfig | AshaSchedulerConfig | HyperbandSchedulerConfig | PbtSchedulerConfig,
+    FifoSchedulerConfig | AshaSchedulerConfig | HyperbandSchedulerConfig | PbtSchedulerConfig | Pb2SchedulerConfig,
     Field(discriminator="type"),
 ]
 
@@ -597,7 +614,7 @@ class BudgetConfig(Section):
 
 class SearchConfig(Section):
     """A Ray Tune search over a search-space file: a searcher (``strategy``) and one of Tune's schedulers
-    (``fifo``, ``asha``, ``hyperband``, or ``pbt`` for a space whose trials share one architecture).
+    (``fifo``, ``asha``, ``hyperband``, or ``pbt`` / ``pb2`` for a space whose trials share one architecture).
 
     ``metric``/``mode`` take a list for a multi-objective search (e.g. ``[val_accuracy, latency_ms]``
     with ``[max, min]``), which returns the Pareto front and needs the ``fifo`` scheduler.
@@ -619,7 +636,7 @@ class SearchConfig(Section):
         2,
         ge=1,
         le=1024,
-        description="Trials running at once (Tune's max_concurrent_trials); pbt and hyperband admit the whole "
+        description="Trials running at once (Tune's max_concurrent_trials); pbt, pb2 and hyperband admit the whole "
         "population or bracket, since Tune counts their paused trials, and the CPUs bound the rest.",
     )
     cpus_per_trial: Float = Field(1.0, gt=0, le=MAX_CPUS)
@@ -654,15 +671,17 @@ class SearchConfig(Section):
         metrics, modes = self.objectives()
         if len(metrics) != len(modes):
             raise ValueError(f"metric and mode need one entry each: got {len(metrics)} metric(s), {len(modes)} mode(s)")
-        if len(metrics) > 1 and self.scheduler.type == "pbt":
+        population = self.scheduler.type in POPULATION_SCHEDULERS
+        if len(metrics) > 1 and population:
             raise ValueError(
-                f"scheduler pbt ranks trials by one metric; a multi-objective search ({metrics}) "
+                f"scheduler {self.scheduler.type} ranks trials by one metric; a multi-objective search ({metrics}) "
                 "needs scheduler type fifo"
             )
-        if self.scheduler.type == "pbt" and "strategy" in self.model_fields_set and self.strategy.type != "random":
+        if population and "strategy" in self.model_fields_set and self.strategy.type != "random":
             raise ValueError(
-                f"strategy {self.strategy.type!r} cannot run under scheduler pbt: Tune's PopulationBasedTraining "
-                "takes no searcher (its population is drawn at random); use strategy random or leave it out"
+                f"strategy {self.strategy.type!r} cannot run under scheduler {self.scheduler.type}: Tune's "
+                "population-based schedulers take no searcher (the population is drawn at random); use strategy "
+                "random or leave it out"
             )
         if len(metrics) > 1 and self.scheduler.type != "fifo":
             raise ValueError(

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import METRICS, Metric, SearchConfig
+from ..config import METRICS, POPULATION_SCHEDULERS, Metric, SearchConfig
 from ..runtime import is_verbose
 from .monitor import error_line
 from .schedulers import check_pbt, checkpoints_needed, make_scheduler, param_space
@@ -327,7 +327,7 @@ def run_trials(
 
     from .monitor import listen, live_monitor
 
-    if search.scheduler.type == "pbt":
+    if search.scheduler.type in POPULATION_SCHEDULERS:
         check_pbt(space, search)  # before Ray starts
     storage = Path(storage_path or Path.cwd() / "runs" / name / "search").resolve()
     folder = storage / name
@@ -396,7 +396,7 @@ def _new_tuner(
     from .strategies import make_searcher
 
     metrics, modes = search.objectives()
-    pbt = search.scheduler.type == "pbt"
+    pbt = search.scheduler.type in POPULATION_SCHEDULERS
     grid_size = math.prod(len(v) for v in space.grid().values()) if search.strategy.type == "grid" else None
     trials = min(search.budget.trials, grid_size or search.budget.trials)
     scheduler = make_scheduler(search, space, key=key)
@@ -458,7 +458,7 @@ def _live_trials(search: SearchConfig) -> int:
     each rung. Under them it is at least the population or the largest bracket; the cluster's resources
     then bound how many run at once."""
     spec = search.scheduler
-    if spec.type == "pbt":
+    if spec.type in POPULATION_SCHEDULERS:
         return max(search.concurrency, search.budget.trials)
     if spec.type != "hyperband":
         return search.concurrency

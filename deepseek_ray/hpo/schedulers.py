@@ -6,6 +6,8 @@
 ``hyperband``  ``HyperBandScheduler``: brackets of successive halving; it pauses trials, so they checkpoint
 ``pbt``        ``PopulationBasedTraining`` (``synch=True``): the worst quantile copies a better trial's
                weights and optimizer state and continues with its hyperparameters, perturbed
+``pb2``        ``PB2`` (``synch=True``): as ``pbt``, the new hyperparameters chosen by a Gaussian-process
+               bandit within their domains' bounds
 =============  ===================================================================================
 
 Tune's experiment checkpoint keeps trials, searcher and callbacks, not the scheduler: the search's
@@ -26,7 +28,15 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from ..config import AshaSchedulerConfig, ConfigError, HyperbandSchedulerConfig, PbtSchedulerConfig, SearchConfig
+from ..config import (
+    POPULATION_SCHEDULERS,
+    AshaSchedulerConfig,
+    ConfigError,
+    HyperbandSchedulerConfig,
+    Pb2SchedulerConfig,
+    PbtSchedulerConfig,
+    SearchConfig,
+)
 from .monitor import say
 from .space import Domain, SearchSpace
 
@@ -64,6 +74,20 @@ def make_scheduler(search: SearchConfig, space: SearchSpace, key: str = "search"
             resample_probability=spec.resample_probability,
             perturbation_factors=tuple(spec.perturbation_factors),
             custom_explore_fn=InsideDomains(mutable),
+            synch=True,
+            key=key,
+        )
+    if isinstance(spec, Pb2SchedulerConfig):
+        from .pb2 import RecordedPB2  # Tune's PB2 imports scikit-learn and pandas: only when asked for
+
+        check_pbt(space, search)
+        mutable = space.perturbable(spec.hyperparameters)
+        return RecordedPB2(
+            time_attr=TIME_ATTR,
+            perturbation_interval=spec.perturbation_interval,
+            hyperparam_bounds={key: [float(domain.args[0]), float(domain.args[1])] for key, domain in mutable.items()},
+            quantile_fraction=spec.quantile_fraction,
+            custom_explore_fn=InsideDomains(mutable),  # quniform's step, which the bandit does not know
             synch=True,
             key=key,
         )
@@ -110,9 +134,12 @@ class InsideDomains:
         }
 
 
-class RecordedPBT(PopulationBasedTraining):
-    """Tune's ``PopulationBasedTraining`` that also keeps each exploit (the trial table's ``lineage``) and
-    says it on the progress line; everything else is Tune's."""
+class RecordsExploits:
+    """Keeps each exploit of a population-based Tune scheduler (the trial table's ``lineage``) and says it on
+    the progress line; everything else is the scheduler's."""
+
+    name = "pbt"
+    _hyperparam_mutations: dict[str, Any]
 
     def __init__(self, *args: Any, key: str = "search", **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -120,7 +147,7 @@ class RecordedPBT(PopulationBasedTraining):
         self.key = key
 
     def _log_config_on_step(self, trial_state: Any, new_state: Any, trial: Any, trial_to_clone: Any, new_config: dict):
-        super()._log_config_on_step(trial_state, new_state, trial, trial_to_clone, new_config)
+        super()._log_config_on_step(trial_state, new_state, trial, trial_to_clone, new_config)  # type: ignore[misc]
         epoch = int(new_state.last_train_time)  # the donor's epoch at this step (its last_result lags behind)
         changed = {key: new_config[key] for key in self._hyperparam_mutations}
         self.lineage.setdefault(trial.trial_id, []).append(
@@ -134,8 +161,13 @@ class RecordedPBT(PopulationBasedTraining):
         shown = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in changed.items())
         say(
             self.key,
-            f"pbt epoch {epoch}: trial {trial.trial_id} takes trial {trial_to_clone.trial_id}'s weights, {shown}",
+            f"{self.name} epoch {epoch}: trial {trial.trial_id} takes trial {trial_to_clone.trial_id}'s weights, "
+            f"{shown}",
         )
+
+
+class RecordedPBT(RecordsExploits, PopulationBasedTraining):
+    """Tune's ``PopulationBasedTraining``, its exploits recorded (:class:`RecordsExploits`)."""
 
 
 def check_pbt(space: SearchSpace, search: SearchConfig) -> None:
@@ -155,13 +187,25 @@ def check_pbt(space: SearchSpace, search: SearchConfig) -> None:
         raise ConfigError(
             space.source,
             [
-                f"search.scheduler: pbt copies weights between trials, so every trial needs one architecture; "
+                f"search.scheduler: {search.scheduler.type} copies weights between trials, so every trial needs one "
+                "architecture; "
                 f"{key} varies ({shown(key)}): fix it to one value, or use scheduler fifo, asha or hyperband"
                 for key in varying
             ],
         )
-    assert isinstance(search.scheduler, PbtSchedulerConfig)
-    space.perturbable(search.scheduler.hyperparameters)  # names any key that may not be perturbed
+    assert isinstance(search.scheduler, (PbtSchedulerConfig, Pb2SchedulerConfig))
+    perturbed = space.perturbable(search.scheduler.hyperparameters)  # names any key that may not be perturbed
+    ranges = ("uniform", "loguniform", "quniform")
+    if search.scheduler.type == "pb2" and any(domain.kind not in ranges for domain in perturbed.values()):
+        raise ConfigError(
+            space.source,
+            [
+                f"search.scheduler.hyperparameters: pb2 chooses values within bounds; {key} is "
+                f"{_domain_text(space, key)}: give it a range ({', '.join(ranges)}), leave it out, or use scheduler pbt"
+                for key, domain in perturbed.items()
+                if domain.kind not in ranges
+            ],
+        )
 
 
 def _domain_text(space: SearchSpace, key: str) -> str:
@@ -171,4 +215,4 @@ def _domain_text(space: SearchSpace, key: str) -> str:
 
 def checkpoints_needed(search: SearchConfig) -> bool:
     """Whether the scheduler pauses (HyperBand) or copies (PBT) trials, so that trials must checkpoint."""
-    return search.scheduler.type in ("hyperband", "pbt")
+    return search.scheduler.type in ("hyperband", *POPULATION_SCHEDULERS)
