@@ -298,9 +298,10 @@ def objective(params, seed, checkpoint=None):
 
 space = SearchSpace.from_mapping({"type": "params", "x": {"uniform": [0.0, 1.0]}})
 schedulers = {"fifo": {"type": "fifo", "max_t": 4}, "asha": {"type": "asha", "max_t": 4, "grace_period": 1},
-              "pbt": {"type": "pbt", "max_t": 4, "perturbation_interval": 1, "quantile_fraction": 0.5}}
+              "pbt": {"type": "pbt", "max_t": 4, "perturbation_interval": 1, "quantile_fraction": 0.5},
+              "pb2": {"type": "pb2", "max_t": 4, "perturbation_interval": 1, "quantile_fraction": 0.5}}
 config = SearchConfig(scheduler=schedulers[scheduler], metric="loss", mode="min", concurrency=2, cpus_per_trial=0.5,
-                      **({"budget": {"trials": 4}} if scheduler == "pbt" else
+                      **({"budget": {"trials": 4}} if scheduler in ("pbt", "pb2") else
                          {"strategy": {"type": "tpe", "n_startup_trials": 3}, "budget": {"trials": 10}}))
 run_trials(objective, space, config, name="resumable", storage_path=sys.argv[2], seed=7, resume=len(sys.argv) > 5)
 '''
@@ -319,9 +320,10 @@ def _trials_on_disk(folder: Path) -> dict[str, Any]:
         return {}
 
 
-@pytest.mark.parametrize("scheduler", ["fifo", "asha", "pbt"])
+@pytest.mark.parametrize("scheduler", ["fifo", "asha", "pbt", "pb2"])
 def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_trials(ray_address, tmp_path, scheduler):
     script, log, folder = tmp_path / "driver.py", tmp_path / "epochs.log", tmp_path / "resumable"
+    population = scheduler in ("pbt", "pb2")
     script.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, str(script), ray_address, str(tmp_path), str(log), scheduler]
@@ -331,7 +333,7 @@ def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_tri
 
     def ready() -> bool:  # on disk: Tune syncs its experiment state in the background, so it lags the driver
         finished = sum(t.status == "TERMINATED" for t in on_disk.values())
-        if scheduler == "pbt":  # an exploit is recorded and the population is still training
+        if population:  # an exploit is recorded and the population is still training
             return (folder / "pbt_global.txt").is_file() and len(on_disk) == 4 and finished < 4
         return finished >= 3
 
@@ -343,14 +345,14 @@ def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_tri
     driver.wait()
     killed = _trials_on_disk(folder)  # the last experiment state the driver wrote
     finished = {i: t.config["x"] for i, t in killed.items() if t.status == "TERMINATED"}
-    assert len(finished) < len(killed) or scheduler != "pbt"
+    assert len(finished) < len(killed) or not population
     epochs_before = len(log.read_text().splitlines())
     time.sleep(1.0)  # let Ray clean up the dead driver's actors
 
     resumed = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = json.loads((folder / "trials.json").read_text())
-    budget = 4 if scheduler == "pbt" else 10
+    budget = 4 if population else 10
     ids = [t["trial_id"] for t in trials]
     assert len(ids) == budget and len(set(ids)) == budget and set(killed) <= set(ids)
     assert all(t["status"] in ("TERMINATED", "PRUNED") for t in trials)
@@ -358,7 +360,7 @@ def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_tri
     for trial_id, x in finished.items():  # a trial finished before the kill did not train again
         assert repr(x) not in after_kill, f"trial {trial_id} ran again"
         assert next(t for t in trials if t["trial_id"] == trial_id)["params"]["x"] == x
-    if scheduler == "pbt":  # the scheduler's state came back: its exploits before the kill are in the lineage
+    if population:  # the scheduler's state came back: its exploits before the kill are in the lineage
         exploits = len((folder / "pbt_global.txt").read_text().splitlines())
         assert sum(len(t["lineage"]) for t in trials) == exploits > 0
         assert all(t["epochs"] == 4 for t in trials)
