@@ -63,34 +63,28 @@ def make_scheduler(search: SearchConfig, space: SearchSpace, key: str = "search"
         )
     if isinstance(spec, HyperbandSchedulerConfig):
         return HyperBandScheduler(time_attr=TIME_ATTR, max_t=spec.max_t, reduction_factor=spec.reduction_factor)
-    if isinstance(spec, PbtSchedulerConfig):
+    if isinstance(spec, (PbtSchedulerConfig, Pb2SchedulerConfig)):
         check_pbt(space, search)
         mutable = space.perturbable(spec.hyperparameters)
-        return RecordedPBT(
-            time_attr=TIME_ATTR,
-            perturbation_interval=spec.perturbation_interval,
-            hyperparam_mutations={key: tune_domain(domain) for key, domain in mutable.items()},
-            quantile_fraction=spec.quantile_fraction,
-            resample_probability=spec.resample_probability,
-            perturbation_factors=tuple(spec.perturbation_factors),
-            custom_explore_fn=InsideDomains(mutable),
-            synch=True,
-            key=key,
-        )
-    if isinstance(spec, Pb2SchedulerConfig):
+        population: dict[str, Any] = {
+            "time_attr": TIME_ATTR,
+            "perturbation_interval": spec.perturbation_interval,
+            "quantile_fraction": spec.quantile_fraction,
+            "custom_explore_fn": InsideDomains(mutable),  # PB2: quniform's step, which the bandit does not know
+            "synch": True,
+            "key": key,
+        }
+        if isinstance(spec, PbtSchedulerConfig):
+            return RecordedPBT(
+                hyperparam_mutations={key: tune_domain(domain) for key, domain in mutable.items()},
+                resample_probability=spec.resample_probability,
+                perturbation_factors=tuple(spec.perturbation_factors),
+                **population,
+            )
         from .pb2 import RecordedPB2  # Tune's PB2 imports scikit-learn and pandas: only when asked for
 
-        check_pbt(space, search)
-        mutable = space.perturbable(spec.hyperparameters)
-        return RecordedPB2(
-            time_attr=TIME_ATTR,
-            perturbation_interval=spec.perturbation_interval,
-            hyperparam_bounds={key: [float(domain.args[0]), float(domain.args[1])] for key, domain in mutable.items()},
-            quantile_fraction=spec.quantile_fraction,
-            custom_explore_fn=InsideDomains(mutable),  # quniform's step, which the bandit does not know
-            synch=True,
-            key=key,
-        )
+        bounds = {key: [float(domain.args[0]), float(domain.args[1])] for key, domain in mutable.items()}
+        return RecordedPB2(hyperparam_bounds=bounds, **population)
     return FIFOScheduler()
 
 
