@@ -20,16 +20,18 @@ FIXED_NAS = {"type": "nas", "ops": ["conv3x3"], "cells": 1, "channels": 8, "lr":
 X = SearchSpace.from_mapping({"type": "params", "x": {"uniform": [0.0, 1.0]}})
 
 
-def pbt(**scheduler) -> SearchConfig:
-    spec = {"type": "pbt", "max_t": 3, "perturbation_interval": 1, "quantile_fraction": 0.5, "resample_probability": 0.0}
+def population(kind: str, **scheduler) -> SearchConfig:
+    spec = {"type": kind, "max_t": 3, "perturbation_interval": 1, "quantile_fraction": 0.5}
     return SearchConfig(strategy={"type": "random"}, scheduler={**spec, **scheduler}, metric="score", mode="max",
                         budget={"trials": 4}, concurrency=2, cpus_per_trial=0.5)
+
+
+def pbt(**scheduler) -> SearchConfig:
+    return population("pbt", **{"resample_probability": 0.0, **scheduler})
 
 
 def pb2(**scheduler) -> SearchConfig:
-    spec = {"type": "pb2", "max_t": 3, "perturbation_interval": 1, "quantile_fraction": 0.5}
-    return SearchConfig(strategy={"type": "random"}, scheduler={**spec, **scheduler}, metric="score", mode="max",
-                        budget={"trials": 4}, concurrency=2, cpus_per_trial=0.5)
+    return population("pb2", **scheduler)
 
 
 # ----------------------------------------------------------------------------- without Ray
@@ -109,8 +111,9 @@ def accumulate():
     return objective
 
 
-def check_exploits(result, barriers: int, per_barrier: int) -> None:
-    """Every exploit copied the donor's state and perturbed its x by 0.8 or 1.2 (clipped to [0, 1])."""
+def check_exploits(result, barriers: int, per_barrier: int, factors: tuple[float, ...] | None = (0.8, 1.2)) -> None:
+    """Every exploit copied the donor's state and gave the recipient a new x in [0, 1]: the donor's times one of
+    ``factors`` (PBT, clipped to the domain), or the bandit's pick (PB2, ``factors=None``)."""
     trials = {t["trial_id"]: t for t in result.trials}
     assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["epochs"] == 3 for t in trials.values())
     lineage = [(tid, step) for tid, t in trials.items() for step in t["lineage"]]
@@ -119,9 +122,10 @@ def check_exploits(result, barriers: int, per_barrier: int) -> None:
         epoch, donor, recipient = step["epoch"], trials[step["from"]], trials[trial_id]
         donor_x, new_x = step["donor_params"]["x"], recipient["history"][epoch]["x"]
         assert donor["history"][epoch - 1]["score"] >= recipient["history"][epoch - 1]["score"]  # bottom copies top
-        assert new_x == step["params"]["x"]
-        assert new_x != donor_x or donor_x == 1.0  # equal only where 1.2x is clipped back to the bound
-        assert any(new_x == pytest.approx(min(donor_x * f, 1.0)) for f in (0.8, 1.2))
+        assert new_x == step["params"]["x"] and 0.0 <= new_x <= 1.0
+        if factors is not None:
+            assert new_x != donor_x or donor_x == 1.0  # equal only where 1.2x is clipped back to the bound
+            assert any(new_x == pytest.approx(min(donor_x * f, 1.0)) for f in factors)
         # Copied state: the next score is the donor's sum plus the new x, not the recipient's own sum.
         assert recipient["history"][epoch]["score"] == pytest.approx(donor["history"][epoch - 1]["score"] + new_x)
     assert result.best_metric == max(t["history"][-1]["score"] for t in trials.values())
@@ -140,16 +144,7 @@ def test_pbt_copies_the_state_of_better_trials_and_perturbs_their_hyperparameter
 def test_pb2_copies_the_state_of_better_trials_and_picks_their_hyperparameters_within_bounds(ray_address, tmp_path):
     lines: list[str] = []
     result = run_trials(accumulate(), X, pb2(), name="pb2", storage_path=tmp_path, seed=3, progress=lines.append)
-    trials = {t["trial_id"]: t for t in result.trials}
-    assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["epochs"] == 3 for t in trials.values())
-    lineage = [(tid, step) for tid, t in trials.items() for step in t["lineage"]]
-    assert sorted(step["epoch"] for _, step in lineage) == [1, 1, 2, 2]
-    for trial_id, step in lineage:
-        epoch, donor, recipient = step["epoch"], trials[step["from"]], trials[trial_id]
-        new_x = recipient["history"][epoch]["x"]
-        assert donor["history"][epoch - 1]["score"] >= recipient["history"][epoch - 1]["score"]  # bottom copies top
-        assert new_x == step["params"]["x"] and 0.0 <= new_x <= 1.0  # the bandit's pick, within the domain
-        assert recipient["history"][epoch]["score"] == pytest.approx(donor["history"][epoch - 1]["score"] + new_x)
+    check_exploits(result, barriers=2, per_barrier=2, factors=None)  # x: the bandit's pick, within the domain
     assert sum(line.startswith("pb2 epoch ") for line in lines) == 4
 
 
