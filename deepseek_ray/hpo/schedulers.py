@@ -53,7 +53,6 @@ def make_scheduler(search: SearchConfig, space: SearchSpace, key: str = "search"
     'AsyncHyperBandScheduler'
     """
     spec = search.scheduler
-    metrics, modes = search.objectives()
     if isinstance(spec, AshaSchedulerConfig):
         return ASHAScheduler(
             time_attr=TIME_ATTR,
