@@ -4,8 +4,9 @@
 :mod:`.strategies`; Tune's own variant generator under PBT); "how long to run it" is a Tune scheduler
 (:mod:`.schedulers`). Every configuration is a Tune trial, a class ``Trainable`` that runs one epoch per
 step (:mod:`.trainable`). The experiment folder is Tune's: ``Tuner.restore`` and
-``tune.ExperimentAnalysis`` open it, and ``resume=True`` is ``Tuner.restore`` after a crash or SIGKILL.
-The driver's :class:`.monitor.SearchMonitor` prints progress, holds the budgets and keeps the scheduler's
+``tune.ExperimentAnalysis`` open it, and ``resume=True`` is ``Tuner.restore`` after a crash or SIGKILL
+(Tune writes the folder through :mod:`.storage`, so a kill never leaves half a state file). The
+driver's :class:`.monitor.SearchMonitor` prints progress, holds the budgets and keeps the scheduler's
 state in Tune's experiment checkpoint.
 """
 
@@ -326,12 +327,14 @@ def run_trials(
     from ray import tune
 
     from .monitor import listen, live_monitor
+    from .storage import atomic_local_filesystem
 
     if search.scheduler.type in POPULATION_SCHEDULERS:
         check_pbt(space, search)  # before Ray starts
     storage = Path(storage_path or Path.cwd() / "runs" / name / "search").resolve()
     folder = storage / name
     key = str(folder)
+    filesystem = atomic_local_filesystem()  # a SIGKILL never leaves half a state file for the resume
     plan = TrialPlan(tuple(search.objectives()[0]), search.scheduler.max_t, seed, name)
     slots = _slots(search)
     start_line = StartLine.remote(slots) if slots > 1 else None  # type: ignore[attr-defined]
@@ -343,10 +346,12 @@ def run_trials(
     start = time.perf_counter()
     try:
         with _tune_settings(_live_trials(search)):
-            if resume and tune.Tuner.can_restore(folder):
-                tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=True)
+            if resume and tune.Tuner.can_restore(folder, storage_filesystem=filesystem):
+                tuner = tune.Tuner.restore(str(folder), trainable, resume_errored=True, storage_filesystem=filesystem)
             else:
-                tuner = _new_tuner(trainable, space, search, name=name, storage=storage, key=key, seed=seed)
+                tuner = _new_tuner(
+                    trainable, space, search, name=name, storage=storage, filesystem=filesystem, key=key, seed=seed
+                )
             grid = tuner.fit()
     finally:
         listen(key, None)
@@ -386,7 +391,15 @@ def run_trials(
 
 
 def _new_tuner(
-    trainable: Any, space: SearchSpace, search: SearchConfig, *, name: str, storage: Path, key: str, seed: int
+    trainable: Any,
+    space: SearchSpace,
+    search: SearchConfig,
+    *,
+    name: str,
+    storage: Path,
+    filesystem: Any,
+    key: str,
+    seed: int,
 ) -> Any:
     """A ``Tuner`` for a new search: searcher, scheduler, budgets, failures, logging."""
     from ray import tune
@@ -430,6 +443,7 @@ def _new_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(storage),
+            storage_filesystem=filesystem,
             stop=monitor,
             callbacks=[monitor, JsonLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
