@@ -159,7 +159,7 @@ def search_stage(
         storage_path=folder.search,
         seed=cfg.seed,
         augment=cfg.data.augment,
-        weight_decay=cfg.train.optimizer.weight_decay,
+        recipe=cfg.train,
         progress=reporter.line,
         resume=resume,
     )
@@ -205,16 +205,23 @@ class Trained:
 
 
 def train_settings(cfg: ExperimentConfig, search: Any) -> Any:
-    """The final training recipe: a copy of the file's ``train`` section with what the search chose merged
-    in (its ``lr`` unless the file gives one, its ``weight_decay`` if it searched one)."""
-    params = search.best_params
-    optimizer = cfg.train.optimizer.model_copy(
-        update={
-            "lr": cfg.train.optimizer.lr or params.get("lr", 1e-3),
-            "weight_decay": params.get("weight_decay", cfg.train.optimizer.weight_decay),
-        }
-    )
-    return cfg.train.model_copy(update={"optimizer": optimizer})
+    """The final training recipe: the file's ``train`` section with the hyperparameters the search chose in
+    place (:meth:`TrainConfig.with_params`, as in each trial), except that a ``lr`` the file gives wins. A
+    searched ``batch_size`` was one trial's batch: the run splits it across its workers.
+
+    >>> from types import SimpleNamespace
+    >>> from deepseek_ray.config import ExperimentConfig
+    >>> cfg = ExperimentConfig.model_validate({'name': 'x', 'data': {'dataset': 'digits'}, 'train': {'workers': 2}})
+    >>> recipe = train_settings(cfg, SimpleNamespace(best_params={'lr': 0.01, 'batch_size': 32, 'cells': 2}))
+    >>> recipe.optimizer.lr, recipe.per_device_train_batch_size
+    (0.01, 16)
+    """
+    params = {"lr": 1e-3, **search.best_params}
+    if cfg.train.optimizer.lr:
+        params["lr"] = cfg.train.optimizer.lr
+    if "batch_size" in params:
+        params["batch_size"] = max(1, int(params["batch_size"]) // cfg.train.workers)
+    return cfg.train.with_params(params)
 
 
 def train_stage(cfg: ExperimentConfig, data: DatasetSplits, reporter: Reporter, tracker: Any) -> Trained:

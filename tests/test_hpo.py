@@ -121,6 +121,44 @@ def test_an_hpo_space_passes_every_builder_argument_it_searches():
     assert sum(p.numel() for p in build_model(spec).parameters()) < sum(
         p.numel() for p in build_model({**spec, "channels": 32}).parameters())
 
+
+def test_a_trial_trains_with_the_files_recipe_and_its_searched_hyperparameters():
+    import torch
+
+    from deepseek_ray.config import TrainConfig
+    from deepseek_ray.hpo import TrainingObjective, TrialSettings
+
+    data = load_dataset("digits", limit=120)
+    recipe = TrainConfig(optimizer={"type": "sgd", "weight_decay": 0.0}, scheduler={"type": "linear", "warmup_steps": 3},
+                         precision="bf16", gradient_accumulation=2, clip_grad_norm=0.5, compile=True)
+    space = SearchSpace.from_mapping({"type": "nas", "ops": ["conv3x3"], "cells": 1, "channels": 8, "lr": 0.05,
+                                      "batch_size": {"choice": [8, 16]}, "weight_decay": {"uniform": [0, 1]}})
+    objective = TrainingObjective(data, space, TrialSettings(model_inputs=data.model_inputs(), max_t=1, recipe=recipe))
+    params = {"cells": 1, "channels": 8, "cell0_op0": "conv3x3", "lr": 0.05, "batch_size": 16, "weight_decay": 0.25}
+    trainer = objective.trainer(params, seed=0)
+    assert isinstance(trainer.optimizer, torch.optim.SGD)
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.25 and trainer.optimizer.defaults["lr"] == 0.05
+    assert (trainer.schedule, trainer.warmup_steps, trainer.clip_grad_norm) == ("linear", 3, 0.5)
+    assert (trainer.amp_dtype, trainer.accumulation, trainer.batch_size) == (torch.bfloat16, 2, 16)
+    assert trainer.forward is trainer.model  # trials do not compile
+    epoch = next(objective(params, seed=0))
+    assert epoch["epoch"] == 1 and epoch["train_loss"] > 0
+
+
+def test_the_final_recipe_takes_what_the_search_chose_and_splits_its_batch_across_workers():
+    from types import SimpleNamespace
+
+    from deepseek_ray.config import ExperimentConfig
+    from deepseek_ray.stages import train_settings
+
+    raw = {"name": "x", "data": {"dataset": "digits"}, "train": {"workers": 2, "scheduler": {"type": "linear"}}}
+    chose = SimpleNamespace(best_params={"lr": 0.02, "weight_decay": 0.1, "warmup_steps": 7, "batch_size": 64})
+    recipe = train_settings(ExperimentConfig.model_validate(raw), chose)
+    assert (recipe.optimizer.lr, recipe.optimizer.weight_decay, recipe.scheduler.warmup_steps) == (0.02, 0.1, 7)
+    assert (recipe.per_device_train_batch_size, recipe.scheduler.type) == (32, "linear")
+    raw["train"]["optimizer"] = {"lr": 0.003}  # the file's lr wins over the searched one
+    assert train_settings(ExperimentConfig.model_validate(raw), chose).optimizer.lr == 0.003
+
 # --------------------------------------------------------------------------------- on Ray
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_runs_a_search(ray_address, tmp_path, strategy):

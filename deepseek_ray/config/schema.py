@@ -766,6 +766,26 @@ class TrainConfig(Section):
             "literal_error", "Input should be true, false or {expected}", {"expected": _quoted(COMPILE_MODES.names())}
         )
 
+    def with_params(self, params: dict[str, Any]) -> TrainConfig:
+        """This recipe with a search's hyperparameters in place: ``lr`` and ``weight_decay`` (the optimizer's),
+        ``warmup_steps`` (the schedule's) and ``batch_size`` (per device); other keys are the model's.
+
+        >>> recipe = TrainConfig(scheduler={'type': 'linear'}).with_params({'lr': 3e-4, 'batch_size': 16, 'cells': 2})
+        >>> recipe.optimizer.lr, recipe.scheduler.type, recipe.per_device_train_batch_size
+        (0.0003, 'linear', 16)
+        """
+        optimizer = {k: params[k] for k in ("lr", "weight_decay") if k in params}
+        schedule = {"warmup_steps": int(params["warmup_steps"])} if "warmup_steps" in params else {}
+        batch = {"per_device_train_batch_size": int(params["batch_size"])} if "batch_size" in params else {}
+        return TrainConfig.model_validate(
+            {
+                **self.model_dump(),
+                "optimizer": {**self.optimizer.model_dump(), **optimizer},
+                "scheduler": {**self.scheduler.model_dump(), **schedule},
+                **batch,
+            }
+        )
+
 
 def _examples(schema: dict[str, Any], registry: Registry) -> None:
     schema["examples"] = registry.names()

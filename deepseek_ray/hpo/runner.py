@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import METRICS, POPULATION_SCHEDULERS, Metric, SearchConfig
+from ..config import METRICS, POPULATION_SCHEDULERS, Metric, SearchConfig, TrainConfig
 from ..runtime import is_verbose
 from .monitor import error_line
 from .schedulers import check_pbt, checkpoints_needed, make_scheduler, param_space
@@ -45,15 +45,18 @@ METRICS.register("params")(Metric("min", by_training=False))  # parameter count
 class TrialSettings:
     """What every training trial shares: the data's shape, the training recipe, the seed.
 
-    >>> TrialSettings(model_inputs={'in_channels': 1, 'num_classes': 10}, max_t=2).task
-    'classification'
+    ``recipe`` is the experiment file's ``train`` section with the search's batch size per trial; each trial
+    puts its searched hyperparameters in it (:meth:`TrainConfig.with_params`). Trials do not ``compile``:
+    a trial's few epochs do not repay it.
+
+    >>> TrialSettings(model_inputs={'in_channels': 1, 'num_classes': 10}, max_t=2).recipe.optimizer.type
+    'adamw'
     """
 
     model_inputs: dict[str, Any]
     max_t: int
     task: str = "classification"
-    batch_size: int = 64
-    weight_decay: float = 0.01
+    recipe: TrainConfig = field(default_factory=TrainConfig)
     augment: list[dict[str, Any]] = field(default_factory=list)
     threads: int = 1
     measure_latency: bool = False
@@ -75,6 +78,23 @@ class TrainingObjective:
     space: SearchSpace
     settings: TrialSettings
 
+    def trainer(self, params: dict[str, Any], seed: int) -> Any:
+        """The configuration's model and its trainer: the recipe with ``params`` in place, uncompiled."""
+        import torch
+
+        from ..data import build_batch_transform
+        from ..models import build_model
+        from ..optim import MixedPrecisionTrainer
+
+        torch.manual_seed(seed)
+        model = build_model(self.space.model_spec(params, self.settings.model_inputs))
+        num_classes = self.settings.model_inputs.get("num_classes", 1)
+        augment = build_batch_transform(self.settings.augment, num_classes) if self.settings.augment else None
+        recipe = self.settings.recipe.with_params(params).model_copy(update={"compile": False})
+        return MixedPrecisionTrainer.from_config(
+            recipe, model, batch_transform=augment, seed=seed, task=self.settings.task
+        )
+
     def __call__(self, params: dict[str, Any], seed: int, checkpoint: bytes | None = None) -> Iterator[dict[str, Any]]:
         """Train the remaining epochs up to ``max_t``, yielding each epoch's metrics.
 
@@ -85,30 +105,11 @@ class TrainingObjective:
         """
         import torch
 
-        from ..data import build_batch_transform
-        from ..models import build_model
-        from ..optim import MixedPrecisionTrainer
-
         torch.set_num_threads(self.settings.threads)
-        torch.manual_seed(seed)
-        model = build_model(self.space.model_spec(params, self.settings.model_inputs))
-        num_classes = self.settings.model_inputs.get("num_classes", 1)
-        augment = build_batch_transform(self.settings.augment, num_classes) if self.settings.augment else None
-        trainer = MixedPrecisionTrainer(
-            model,
-            "adamw",
-            params["lr"],
-            weight_decay=params.get("weight_decay", self.settings.weight_decay),
-            scheduler="cosine",
-            warmup_steps=int(params.get("warmup_steps", 0)),
-            clip_grad_norm=1.0,
-            per_device_train_batch_size=int(params.get("batch_size", self.settings.batch_size)),
-            batch_transform=augment,
-            seed=seed,
-            task=self.settings.task,
-        )
-        trainer.total_steps = math.ceil(len(self.data.train) / trainer.batch_size) * self.settings.max_t
+        trainer = self.trainer(params, seed)
+        trainer.total_steps = trainer.steps_per_epoch(self.data.train) * self.settings.max_t
         first = _continue_from(trainer, checkpoint, params.get("weight_decay")) if checkpoint is not None else 0
+        model = trainer.model
         size = sum(p.numel() for p in model.parameters())
         for epoch in range(first + 1, self.settings.max_t + 1):
             train_loss = trainer.train_epoch(self.data.train)
@@ -524,7 +525,7 @@ def run_search(
     storage_path: str | Path | None = None,
     seed: int = 0,
     augment: list[dict[str, Any]] | None = None,
-    weight_decay: float = 0.01,
+    recipe: TrainConfig | None = None,
     progress: ProgressFn | None = None,
     resume: bool = False,
     extra_splits: tuple[str, ...] = (),
@@ -560,8 +561,7 @@ def run_search(
         model_inputs=inputs,
         max_t=search.scheduler.max_t,
         task=getattr(data, "task", "classification"),
-        batch_size=search.batch_size,
-        weight_decay=weight_decay,
+        recipe=(recipe or TrainConfig()).model_copy(update={"per_device_train_batch_size": search.batch_size}),
         augment=[a if isinstance(a, dict) else a.model_dump() for a in (augment or [])],
         threads=max(1, int(search.cpus_per_trial)),
         measure_latency="latency_ms" in metrics,
