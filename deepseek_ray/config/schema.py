@@ -774,14 +774,14 @@ class TrainConfig(Section):
         >>> recipe.optimizer.lr, recipe.scheduler.type, recipe.per_device_train_batch_size
         (0.0003, 'linear', 16)
         """
-        optimizer = {k: params[k] for k in ("lr", "weight_decay") if k in params}
+        # Copied, not validated: the search space bounds its own values (a test searches lr=1e9 to train into NaN).
+        optimizer: dict[str, Any] = {k: float(params[k]) for k in ("lr", "weight_decay") if k in params}
         schedule = {"warmup_steps": int(params["warmup_steps"])} if "warmup_steps" in params else {}
         batch = {"per_device_train_batch_size": int(params["batch_size"])} if "batch_size" in params else {}
-        return TrainConfig.model_validate(
-            {
-                **self.model_dump(),
-                "optimizer": {**self.optimizer.model_dump(), **optimizer},
-                "scheduler": {**self.scheduler.model_dump(), **schedule},
+        return self.model_copy(
+            update={
+                "optimizer": self.optimizer.model_copy(update=optimizer),
+                "scheduler": self.scheduler.model_copy(update=schedule),
                 **batch,
             }
         )
