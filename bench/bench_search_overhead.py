@@ -97,7 +97,12 @@ def ours(trials: int, sleep: float, reports: int, storage: str, name: str) -> tu
     result = run_trials(objective, SearchSpace.from_mapping(SPACE), config, name=name, storage_path=storage)
     wall = time.perf_counter() - start
     assert len(result.trials) == trials and all(t["status"] in ("TERMINATED", "PRUNED") for t in result.trials)
-    return wall, sum(t["epochs"] for t in result.trials)
+    return wall, sum(t["epochs"] for t in result.trials), actors(Path(result.path))
+
+
+def actors(folder: Path) -> int:
+    """How many trial actors reported (Tune's result rows carry the pid): 1 when the trials collapsed."""
+    return len({json.loads(line)["pid"] for result in folder.glob("*/result.json") for line in result.open()})
 
 
 def main() -> None:
@@ -108,22 +113,22 @@ def main() -> None:
     args = parser.parse_args()
     storage = quiet_search_session("bench-overhead-")
     rows = []
-    print(f"{'workload':<8}{'repeat':>7}{'arm':>22}{'wall s':>9}{'÷ Optuna':>10}{'epochs':>8}")
+    print(f"{'workload':<8}{'repeat':>7}{'arm':>22}{'wall s':>9}{'÷ Optuna':>10}{'epochs':>8}{'actors':>8}")
     for repeat in range(args.repeats):
         for workload in args.workloads.split(","):
             trials, sleep, reports = WORKLOADS[workload]
             base, base_epochs = optuna_alone(trials, sleep, reports)
-            arms = {"optuna (sequential)": (base, base_epochs)}
+            arms = {"optuna (sequential)": (base, base_epochs, 0)}
             if reports == 1:
                 for reuse in (False, True):
                     label = "tune reuse_actors" if reuse else "tune defaults"
                     wall = plain_tune(trials, sleep, storage, f"{workload}-{repeat}-{reuse}", reuse)
-                    arms[label] = (wall, trials)
+                    arms[label] = (wall, trials, 0)
             arms["deepseek_ray"] = ours(trials, sleep, reports, storage, f"{workload}-{repeat}-ours")
-            for arm, (wall, epochs) in arms.items():
+            for arm, (wall, epochs, pids) in arms.items():
                 rows.append({"workload": workload, "repeat": repeat, "arm": arm, "wall_s": round(wall, 3),
-                             "ratio": round(wall / base, 3), "epochs": epochs})
-                print(f"{workload:<8}{repeat:>7}{arm:>22}{wall:>9.2f}{wall / base:>10.2f}{epochs:>8}")
+                             "ratio": round(wall / base, 3), "epochs": epochs, "actors": pids or None})
+                print(f"{workload:<8}{repeat:>7}{arm:>22}{wall:>9.2f}{wall / base:>10.2f}{epochs:>8}{pids or '':>8}")
     print("\nmedian ratio to sequential Optuna (goals: short ≤ 0.70, long ≤ 0.55, asha ≤ 0.70; floor 0.50)")
     for workload in args.workloads.split(","):
         for arm in dict.fromkeys(r["arm"] for r in rows if r["workload"] == workload):
