@@ -83,7 +83,17 @@ def plain_tune(trials: int, sleep: float, storage: str, name: str, reuse: bool) 
     return time.perf_counter() - start
 
 
-def ours(trials: int, sleep: float, reports: int, storage: str, name: str) -> tuple[float, int]:
+def idle(timeout_s: float = 10.0) -> None:
+    """Wait until the previous arm's trial actors have given their CPUs back, so that every arm starts on an
+    idle cluster (plain Tune returns before Ray frees them; a search that starts then finds one slot)."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def ours(trials: int, sleep: float, reports: int, storage: str, name: str) -> tuple[float, int, int]:
     def objective(params: dict, seed: int):
         for report in range(1, reports + 1):
             time.sleep(sleep)
@@ -122,8 +132,10 @@ def main() -> None:
             if reports == 1:
                 for reuse in (False, True):
                     label = "tune reuse_actors" if reuse else "tune defaults"
+                    idle()
                     wall = plain_tune(trials, sleep, storage, f"{workload}-{repeat}-{reuse}", reuse)
                     arms[label] = (wall, trials, 0)
+            idle()
             arms["deepseek_ray"] = ours(trials, sleep, reports, storage, f"{workload}-{repeat}-ours")
             for arm, (wall, epochs, pids) in arms.items():
                 rows.append({"workload": workload, "repeat": repeat, "arm": arm, "wall_s": round(wall, 3),

@@ -159,6 +159,7 @@ def test_the_final_recipe_takes_what_the_search_chose_and_splits_its_batch_acros
     raw["train"]["optimizer"] = {"lr": 0.003}  # the file's lr wins over the searched one
     assert train_settings(ExperimentConfig.model_validate(raw), chose).optimizer.lr == 0.003
 
+
 # --------------------------------------------------------------------------------- on Ray
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_every_strategy_runs_a_search(ray_address, tmp_path, strategy):
@@ -171,7 +172,13 @@ def test_every_strategy_runs_a_search(ray_address, tmp_path, strategy):
     multi = strategy == "nsga2"
     config = search(strategy={"type": strategy, "n_startup_trials": 2, "population": 4}, budget={"trials": 8},
                     **({"metric": ["loss", "y"], "mode": ["min", "max"]} if multi else {}))
+    import ray
+
+    free = ray.available_resources()["CPU"]
     result = run_trials(bowl, space, config, name=f"s-{strategy}", storage_path=tmp_path)
+    # Its trial actors' CPUs are free when it returns: a search started next finds every slot (else a run
+    # of short trials could collapse onto one actor: the start line is skipped when one slot is free).
+    assert ray.available_resources()["CPU"] >= free
     ids = [t["trial_id"] for t in result.trials]
     assert len(ids) == len(set(ids)) and all(t["status"] == "TERMINATED" for t in result.trials)
     if strategy == "grid":

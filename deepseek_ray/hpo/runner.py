@@ -474,7 +474,8 @@ def _wait_for_resources(before: dict[str, float], timeout_s: float = 5.0) -> Non
 
     Ray frees the trial actors' resources a moment after ``fit()`` returns. A search started before then
     found one slot free, ran without a start line, and its short trials could all collapse onto one actor
-    (4 of 18 back-to-back runs of 40 × 0.2 s trials, a probe; none of 12 with this wait).
+    (4 of 18 back-to-back runs of 40 × 0.2 s trials, a probe; none of 12 with this wait). A search that
+    follows something else that is still freeing its CPUs (plain Tune, say) can still find one slot.
     """
     import ray
 
