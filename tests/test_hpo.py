@@ -172,13 +172,7 @@ def test_every_strategy_runs_a_search(ray_address, tmp_path, strategy):
     multi = strategy == "nsga2"
     config = search(strategy={"type": strategy, "n_startup_trials": 2, "population": 4}, budget={"trials": 8},
                     **({"metric": ["loss", "y"], "mode": ["min", "max"]} if multi else {}))
-    import ray
-
-    free = ray.available_resources()["CPU"]
     result = run_trials(bowl, space, config, name=f"s-{strategy}", storage_path=tmp_path)
-    # Its trial actors' CPUs are free when it returns: a search started next finds every slot (else a run
-    # of short trials could collapse onto one actor: the start line is skipped when one slot is free).
-    assert ray.available_resources()["CPU"] >= free
     ids = [t["trial_id"] for t in result.trials]
     assert len(ids) == len(set(ids)) and all(t["status"] == "TERMINATED" for t in result.trials)
     if strategy == "grid":

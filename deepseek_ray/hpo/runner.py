@@ -337,7 +337,6 @@ def run_trials(
     key = str(folder)
     filesystem = atomic_local_filesystem()  # a SIGKILL never leaves half a state file for the resume
     plan = TrialPlan(tuple(search.objectives()[0]), search.scheduler.max_t, seed, name)
-    free_before = ray.available_resources()
     slots = _slots(search)
     start_line = StartLine.remote(slots) if slots > 1 else None  # type: ignore[attr-defined]
     trainable = tune.with_resources(
@@ -359,7 +358,6 @@ def run_trials(
         listen(key, None)
         if start_line is not None:
             ray.kill(start_line)
-        _wait_for_resources(free_before)
     wall = time.perf_counter() - start
     monitor = live_monitor(key)
     lineage = getattr(monitor.scheduler, "lineage", {})
@@ -467,24 +465,6 @@ def _slots(search: SearchConfig) -> int:
         if need > 0:
             fits.append(int(have // need))
     return max(1, min(fits))
-
-
-def _wait_for_resources(before: dict[str, float], timeout_s: float = 5.0) -> None:
-    """Wait until the CPUs and GPUs free ``before`` the search are free again (or ``timeout_s`` passes).
-
-    Ray frees the trial actors' resources a moment after ``fit()`` returns. A search started before then
-    found one slot free, ran without a start line, and its short trials could all collapse onto one actor
-    (4 of 18 back-to-back runs of 40 × 0.2 s trials, a probe; none of 12 with this wait). A search that
-    follows something else that is still freeing its CPUs (plain Tune, say) can still find one slot.
-    """
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        now = ray.available_resources()
-        if all(now.get(key, 0.0) >= before.get(key, 0.0) for key in ("CPU", "GPU")):
-            return
-        time.sleep(0.05)
 
 
 def _live_trials(search: SearchConfig) -> int:
