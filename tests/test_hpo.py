@@ -376,19 +376,9 @@ def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_tri
             return (folder / "pbt_global.txt").is_file() and len(on_disk) == 4 and finished < 4
         return finished >= 3
 
-    whole, cut = 0, 0  # reads of Tune's experiment state while the search writes it: a kill leaves what they see
     while not ready() and driver.poll() is None and time.monotonic() < deadline:
-        until = time.monotonic() + 0.3
-        while time.monotonic() < until:
-            for state in folder.glob("experiment_state-*.json"):
-                try:
-                    json.loads(state.read_bytes())
-                    whole += 1
-                except ValueError:
-                    cut += 1
-            time.sleep(0.001)
+        time.sleep(0.3)
         on_disk = _trials_on_disk(folder)
-    assert cut == 0 and whole > 100, f"{cut} of {cut + whole} reads found half an experiment state"
     assert driver.poll() is None, "the driver ended before it could be killed"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
