@@ -90,9 +90,6 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AtomicLocalHandler)
 
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
     def __reduce__(self) -> tuple[type, tuple[()]]:  # trial actors get the filesystem with the storage context
         return AtomicLocalHandler, ()
 
