@@ -385,6 +385,9 @@ def test_resume_after_sigkill_finishes_the_budget_without_rerunning_finished_tri
     killed = _trials_on_disk(folder)  # the last experiment state the driver wrote
     finished = {i: t.config["x"] for i, t in killed.items() if t.status == "TERMINATED"}
     assert len(finished) < len(killed) or not population
+    if not population:  # the searcher's state in the folder is of the same save: it counts the same trials
+        (searcher_state,) = folder.glob("search_gen_state-*.json")  # a pickle, despite its name
+        assert pickle.loads(searcher_state.read_bytes())["counter"] == len(killed)
     epochs_before = len(log.read_text().splitlines())
     time.sleep(1.0)  # let Ray clean up the dead driver's actors
 

@@ -19,6 +19,7 @@ import cloudpickle
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
+from .storage import copy_gate
 from .trainable import is_number
 
 # Keys Tune adds to every result: not the objective's, so not in a trial's history.
@@ -145,6 +146,7 @@ class SearchMonitor(Callback, Stopper):
         _LIVE[self.key] = self
 
     def on_step_begin(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        copy_gate(self.key).wait()  # this step saves the state: the copy of the last save must be done
         if self._scheduler_blob is not None and self.scheduler is not None and trials:
             restore_scheduler(self.scheduler, self._scheduler_blob, trials)
             self._scheduler_blob = None
@@ -219,6 +221,7 @@ class SearchMonitor(Callback, Stopper):
 
     # --------------------------------------------------- Tune's experiment checkpoint
     def get_state(self) -> dict[str, Any]:
+        copy_gate(self.key).saved()  # Tune asks in each save of its experiment state, then copies the save
         return {
             "epochs": self.epochs,
             "elapsed_s": self.elapsed(),

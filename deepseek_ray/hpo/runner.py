@@ -485,7 +485,8 @@ def _live_trials(search: SearchConfig) -> int:
 @contextlib.contextmanager
 def _tune_settings(concurrency: int) -> Iterator[None]:
     """Tune's settings for many short trials, read from the environment when the run starts: the experiment
-    state saved at every step (a SIGKILL then loses no finished trial, ≈3 ms a save), placement groups
+    state saved every second (a SIGKILL loses at most a second of results; a save at every step would
+    rewrite the state while the last copy of it is still being made), placement groups
     asked for only as many trials as run at once, the old console output (``verbose`` rules it), and only
     the JSON result logger (added by the Tuner), which ``ExperimentAnalysis`` and the trial table read."""
     settings = {

@@ -5,9 +5,13 @@ folder to the storage path, file by file, overwriting in place. A reader (``Tune
 ``ExperimentAnalysis`` while the search runs) then sometimes finds half a file, and a SIGKILL during a copy
 leaves one for good: ``Tuner.restore`` fails on it and the search is lost. Through this filesystem each file
 is written beside its target and renamed over it once complete (``os.replace``), so a reader sees the old
-file or the new one. Tune also rewrites its staging ``experiment_state-*.json`` while the previous copy may
-still be reading it; a state file whose JSON is cut short is therefore never committed, and the last
-complete one stays.
+file or the new one. A copy of ``experiment_state-*.json`` whose JSON is cut short is never committed.
+
+Tune saves its state at every step here (``runner._tune_settings``) and starts the copy in the background,
+so the next save could rewrite the staging files while the copy reads them: the folder would then hold a
+searcher state newer than the trials it lists, and a resume would lose the trials in between. A
+:class:`CopyGate` per experiment closes that window: the search's callback waits, before each save, for the
+copy of the last one to end (a few milliseconds), so every copy reads one whole save.
 
 >>> import json, tempfile
 >>> fs = atomic_local_filesystem()
@@ -22,62 +26,94 @@ complete one stays.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
+import json
 import os
+import threading
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
-import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-# Tune's state files of an experiment folder that are JSON documents (TuneController, BasicVariantGenerator,
-# SearchGenerator); a trial's result.json is JSON lines and is not checked.
-STATE_FILES = ("experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json")
+# The one state file Tune rewrites in place (TuneController's JSON). The searchers' state files
+# (``search_gen_state-*.json``, ``basic-variant-state-*.json``) are pickles, despite the name, that Tune
+# writes beside and renames over, so their copies are whole; a trial's result.json is JSON lines.
+STATE_FILES = ("experiment_state-*.json",)
 
 
 class _ReplaceOnClose:
-    """A file written at a hidden path beside ``path`` and renamed over it on close (a Tune state file only
-    if its JSON is whole)."""
+    """A file put in place whole on close: kept in memory (spilled beside ``path`` past 1 MiB), then left
+    alone if ``path`` already holds the same bytes (Tune copies every file of the folder at each save, and
+    most have not changed), else written at a hidden path beside it and renamed over it. A Tune state file
+    is put in place only if its JSON is whole."""
+
+    MEMORY_LIMIT = 1 << 20
 
     def __init__(self, path: str, check_json: bool) -> None:
-        folder, name = os.path.split(path)
         self.path, self.check_json = path, check_json
-        self.temp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-        self.file = open(self.temp, "wb")  # noqa: SIM115 (closed, then renamed, by close())
-
-    @property
-    def closed(self) -> bool:
-        return self.file.closed
+        self.memory: io.BytesIO | None = io.BytesIO()
+        self.spill: BinaryIO | None = None
+        self.closed = False
 
     def write(self, data: Any) -> int:
-        return self.file.write(data)
+        if self.memory is None:
+            return self.spill.write(data)  # type: ignore[union-attr]
+        written = self.memory.write(data)
+        if self.memory.tell() > self.MEMORY_LIMIT and not self.check_json:
+            self.spill = _temp_beside(self.path)
+            self.spill.write(self.memory.getbuffer())
+            self.memory = None
+        return written
 
     def flush(self) -> None:
-        self.file.flush()
+        if self.spill is not None:
+            self.spill.flush()
 
     def tell(self) -> int:
-        return self.file.tell()
+        return self.memory.tell() if self.memory is not None else self.spill.tell()  # type: ignore[union-attr]
 
     def writable(self) -> bool:
         return True
 
     def close(self) -> None:
-        if self.file.closed:
+        if self.closed:
             return
-        self.file.close()
-        if self.check_json and not _is_json(self.temp):
-            os.remove(self.temp)  # a copy of a file Tune was rewriting: keep the last whole one
-        else:
-            os.replace(self.temp, self.path)
+        self.closed = True
+        if self.memory is None:  # spilled: written beside the target already
+            self.spill.close()  # type: ignore[union-attr]
+            os.replace(self.spill.name, self.path)  # type: ignore[union-attr]
+            return
+        data = self.memory.getvalue()
+        if (self.check_json and not _is_json(data)) or _holds(self.path, data):
+            return  # a copy of a file Tune was rewriting (the last whole one stays), or nothing new
+        with _temp_beside(self.path) as temp:
+            temp.write(data)
+        os.replace(temp.name, self.path)
 
 
-def _is_json(path: str) -> bool:
+def _temp_beside(path: str) -> BinaryIO:
+    folder, name = os.path.split(path)
+    return open(os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.tmp"), "wb")  # noqa: SIM115
+
+
+def _holds(path: str, data: bytes) -> bool:
     try:
+        if os.path.getsize(path) != len(data):
+            return False
         with open(path, "rb") as handle:
-            orjson.loads(handle.read())  # 0.5 ms for the 400 KB state of 40 trials (json: 1.8 ms)
+            return handle.read() == data
+    except OSError:
+        return False
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)  # as Tune reads it: NaN and Infinity are allowed (orjson refuses them)
         return True
-    except ValueError:  # orjson.JSONDecodeError is one
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError are ones
         return False
 
 
@@ -106,6 +142,8 @@ class AtomicLocalHandler(pafs.FileSystemHandler):
         return self.local.get_file_info(selector)
 
     def create_dir(self, path: str, recursive: bool) -> None:
+        if path in _GATES:  # Tune's copy of the experiment's staging folder begins (in its copying thread)
+            _GATES[path].copying()
         self.local.create_dir(path, recursive=recursive)
 
     def delete_dir(self, path: str) -> None:
@@ -150,3 +188,52 @@ def atomic_local_filesystem() -> pafs.FileSystem:
     'py::atomic-local'
     """
     return pafs.PyFileSystem(AtomicLocalHandler())
+
+
+class CopyGate:
+    """Keeps Tune's next save of an experiment's state from starting while the copy of the last one runs.
+
+    Tune calls :meth:`saved` in each save (through the search's callback), the filesystem calls
+    :meth:`copying` from the thread that starts copying the save, and the callback calls :meth:`wait`
+    before the next save.
+
+    >>> gate = CopyGate()
+    >>> gate.saved(); copier = threading.Thread(target=gate.copying); copier.start()
+    >>> gate.wait(); copier.is_alive()
+    False
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._saves = self._copied = 0  # the saves made; the last save whose copy has begun
+        self._copier: threading.Thread | None = None
+
+    def saved(self) -> None:
+        with self._changed:
+            self._saves += 1
+
+    def copying(self) -> None:
+        with self._changed:
+            self._copied, self._copier = self._saves, threading.current_thread()
+            self._changed.notify_all()
+
+    def wait(self, timeout_s: float = 10.0) -> None:
+        """Until the copy of the last save has ended (bounded: a slow disk delays the search, never stops it)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._copied >= self._saves, timeout=timeout_s)
+            copier = self._copier
+        if copier is not None and copier is not threading.current_thread():
+            with contextlib.suppress(AssertionError, RuntimeError):  # a pyarrow pool thread cannot be joined
+                copier.join(timeout_s)
+
+
+_GATES: dict[str, CopyGate] = {}  # experiment folder -> its gate, in the driver's process
+
+
+def copy_gate(folder: str) -> CopyGate:
+    """The :class:`CopyGate` of the experiment folder ``folder`` (a path as Tune gives it to the filesystem).
+
+    >>> copy_gate('/tmp/ds/search') is copy_gate('/tmp/ds/search')
+    True
+    """
+    return _GATES.setdefault(folder, CopyGate())
