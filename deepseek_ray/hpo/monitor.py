@@ -151,6 +151,9 @@ class SearchMonitor(Callback, Stopper):
             restore_scheduler(self.scheduler, self._scheduler_blob, trials)
             self._scheduler_blob = None
 
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        copy_gate(self.key).wait()  # the final save's copy, put in place
+
     def record(self, trial: Any) -> dict[str, Any]:
         return self.trials.setdefault(
             trial.trial_id, {"status": "RUNNING", "attempts": 1, "values": None, "epochs": 0, "history": {}}

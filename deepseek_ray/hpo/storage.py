@@ -11,7 +11,9 @@ Tune saves its state at every step here (``runner._tune_settings``) and starts t
 so the next save could rewrite the staging files while the copy reads them: the folder would then hold a
 searcher state newer than the trials it lists, and a resume would lose the trials in between. A
 :class:`CopyGate` per experiment closes that window: the search's callback waits, before each save, for the
-copy of the last one to end (a few milliseconds), so every copy reads one whole save.
+copy of the last one to end (a few milliseconds), so every copy reads one whole save. The copy writes the
+files of one save one by one, so the files of the folder's top level (the trial list, the searcher's and the
+callbacks' state) are put in place together, within microseconds, once the copy has ended.
 
 >>> import json, tempfile
 >>> fs = atomic_local_filesystem()
@@ -84,14 +86,25 @@ class _ReplaceOnClose:
         self.closed = True
         if self.memory is None:  # spilled: written beside the target already
             self.spill.close()  # type: ignore[union-attr]
-            os.replace(self.spill.name, self.path)  # type: ignore[union-attr]
+            _put_in_place(self.spill.name, self.path)  # type: ignore[union-attr]
             return
         data = self.memory.getvalue()
-        if (self.check_json and not _is_json(data)) or _holds(self.path, data):
-            return  # a copy of a file Tune was rewriting (the last whole one stays), or nothing new
+        if self.check_json and not _is_json(data):
+            return  # a copy of a file Tune was rewriting: the last whole one stays
+        gate = _GATES.get(os.path.dirname(self.path))  # the experiment's top level: its state files
+        held = gate is not None and gate.copy_under_way()
+        if not held and _holds(self.path, data):
+            return  # nothing new (a held file may have an older copy waiting: it is always written)
         with _temp_beside(self.path) as temp:
             temp.write(data)
-        os.replace(temp.name, self.path)
+        _put_in_place(temp.name, self.path)
+
+
+def _put_in_place(temp: str, path: str) -> None:
+    """Rename ``temp`` over ``path`` now, or with the rest of the experiment's state once its copy ends."""
+    gate = _GATES.get(os.path.dirname(path))
+    if gate is None or not gate.defer(temp, path):
+        os.replace(temp, path)
 
 
 def _temp_beside(path: str) -> BinaryIO:
@@ -198,8 +211,10 @@ class CopyGate:
     before the next save.
 
     >>> gate = CopyGate()
-    >>> gate.saved(); copier = threading.Thread(target=gate.copying); copier.start()
-    >>> gate.wait(); copier.is_alive()
+    >>> for save in range(2):
+    ...     gate.saved(); copier = threading.Thread(target=gate.copying); copier.start()
+    ...     gate.wait()
+    >>> copier.is_alive()
     False
     """
 
@@ -207,6 +222,8 @@ class CopyGate:
         self._changed = threading.Condition()
         self._saves = self._copied = 0  # the saves made; the last save whose copy has begun
         self._copier: threading.Thread | None = None
+        self._pending: list[tuple[str, str]] = []  # (written beside, target) of the copy under way
+        self._waited = False
 
     def saved(self) -> None:
         with self._changed:
@@ -217,14 +234,35 @@ class CopyGate:
             self._copied, self._copier = self._saves, threading.current_thread()
             self._changed.notify_all()
 
-    def wait(self, timeout_s: float = 10.0) -> None:
-        """Until the copy of the last save has ended (bounded: a slow disk delays the search, never stops it)."""
+    def copy_under_way(self) -> bool:
+        copier = self._copier
+        return copier is not None and copier.is_alive()
+
+    def defer(self, temp: str, path: str) -> bool:
+        """Hold a file of the folder's top level while a copy is under way (False: none is)."""
         with self._changed:
-            self._changed.wait_for(lambda: self._copied >= self._saves, timeout=timeout_s)
-            copier = self._copier
+            if not self.copy_under_way():
+                return False
+            self._pending.append((temp, path))
+            return True
+
+    def wait(self, timeout_s: float = 10.0) -> None:
+        """Until the copy of the last save has ended (bounded: a slow disk delays the search, never stops it),
+        then put its files in place."""
+        with self._changed:
+            # Before the first copy is seen, once and briefly: Tune may copy through another filesystem.
+            started = timeout_s if self._copier is not None else 0.0 if self._waited else 1.0
+            self._changed.wait_for(lambda: self._copied >= self._saves, timeout=started)
+            self._waited, copier = True, self._copier
         if copier is not None and copier is not threading.current_thread():
             with contextlib.suppress(AssertionError, RuntimeError):  # a pyarrow pool thread cannot be joined
                 copier.join(timeout_s)
+        with self._changed:
+            if copier is not None and copier.is_alive():
+                return  # still copying after the timeout: its files go in place at the next wait
+            pending, self._pending = self._pending, []
+        for temp, path in pending:  # in the order written: a later copy of a file wins
+            os.replace(temp, path)
 
 
 _GATES: dict[str, CopyGate] = {}  # experiment folder -> its gate, in the driver's process
