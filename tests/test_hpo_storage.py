@@ -44,3 +44,30 @@ def test_other_files_are_replaced_whole_and_copied(tmp_path):
     write(fs, result, b'{"loss": 1}\n{"loss": 0.5')  # JSON lines, not checked
     fs.copy_file(str(result), str(tmp_path / "copy.json"))
     assert (tmp_path / "copy.json").read_bytes() == result.read_bytes() == b'{"loss": 1}\n{"loss": 0.5'
+
+
+def test_the_top_level_of_a_copy_goes_in_place_only_once_the_copy_has_ended(tmp_path):
+    import threading
+
+    from deepseek_ray.hpo.storage import copy_gate
+
+    fs, folder = atomic_local_filesystem(), tmp_path / "search"
+    gate, copied, release = copy_gate(str(folder)), threading.Event(), threading.Event()
+
+    def copy() -> None:  # as Tune's copying thread does: the folder first, then each file of the save
+        fs.create_dir(str(folder))
+        write(fs, folder / "experiment_state-2026.json", b'{"trial_data": [1, 2]}')
+        write(fs, folder / "search_gen_state-2026.json", pickle.dumps({"counter": 2}))
+        copied.set()
+        release.wait(10)
+
+    gate.saved()
+    copier = threading.Thread(target=copy)
+    copier.start()
+    copied.wait(10)
+    assert not (folder / "experiment_state-2026.json").exists()  # held while the copy runs
+    release.set()
+    gate.wait()
+    assert json.loads((folder / "experiment_state-2026.json").read_text()) == {"trial_data": [1, 2]}
+    assert pickle.loads((folder / "search_gen_state-2026.json").read_bytes()) == {"counter": 2}
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -13,6 +13,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -155,9 +156,11 @@ class SearchMonitor(Callback, Stopper):
         copy_gate(self.key).wait()  # the final save's copy, put in place
 
     def record(self, trial: Any) -> dict[str, Any]:
-        return self.trials.setdefault(
+        record = self.trials.setdefault(
             trial.trial_id, {"status": "RUNNING", "attempts": 1, "values": None, "epochs": 0, "history": {}}
         )
+        record.setdefault("folder", Path(trial.path).name if getattr(trial, "path", None) else None)
+        return record
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info) -> None:
         record = self.record(trial)

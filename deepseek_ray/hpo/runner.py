@@ -215,8 +215,11 @@ def trial_rows(grid: Any, space: SearchSpace, monitor: Any, lineage: dict[str, l
     """One row per trial of a Tune ``ResultGrid``: configuration, value per objective, epochs, time, status,
     error, the per-epoch history (as the monitor saw it) and, under PBT, its checkpoint and lineage."""
     rows = []
+    # A trial is known by its folder: under PBT an exploited trial's last result may still be its donor's,
+    # trial id included (Tune restores it with the donor's checkpoint and metrics).
+    by_folder = {record.get("folder"): trial_id for trial_id, record in monitor.trials.items()}
     for result in grid:
-        trial_id = result.metrics.get("trial_id") or Path(result.path).name
+        trial_id = by_folder.get(Path(result.path).name) or result.metrics.get("trial_id") or Path(result.path).name
         record = monitor.trials.get(trial_id)
         if record is None and result.error is None:
             continue  # created by the searcher but never started: a budget ended the search first
@@ -485,9 +488,9 @@ def _live_trials(search: SearchConfig) -> int:
 @contextlib.contextmanager
 def _tune_settings(concurrency: int) -> Iterator[None]:
     """Tune's settings for many short trials, read from the environment when the run starts: the experiment
-    state saved every second (a SIGKILL loses at most a second of results; a save at every step would
-    rewrite the state while the last copy of it is still being made), placement groups
-    asked for only as many trials as run at once, the old console output (``verbose`` rules it), and only
+    state saved at every step (a SIGKILL then loses no finished trial; ``storage.CopyGate`` keeps each save
+    apart from the copy of the last one), placement groups asked for only as many trials as run at once,
+    the old console output (``verbose`` rules it), and only
     the JSON result logger (added by the Tuner), which ``ExperimentAnalysis`` and the trial table read."""
     settings = {
         "TUNE_GLOBAL_CHECKPOINT_S": "0",
