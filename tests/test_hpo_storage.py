@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from deepseek_ray.hpo.storage import atomic_local_filesystem
+from deepseek_ray.hpo.storage import atomic_local_filesystem, copy_gate
 
 
 def write(fs: pafs.FileSystem, path: Path, data: bytes) -> None:
@@ -47,10 +48,6 @@ def test_other_files_are_replaced_whole_and_copied(tmp_path):
 
 
 def test_the_top_level_of_a_copy_goes_in_place_only_once_the_copy_has_ended(tmp_path):
-    import threading
-
-    from deepseek_ray.hpo.storage import copy_gate
-
     fs, folder = atomic_local_filesystem(), tmp_path / "search"
     gate, copied, release = copy_gate(str(folder)), threading.Event(), threading.Event()
 

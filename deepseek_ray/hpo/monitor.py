@@ -156,11 +156,17 @@ class SearchMonitor(Callback, Stopper):
         copy_gate(self.key).wait()  # the final save's copy, put in place
 
     def record(self, trial: Any) -> dict[str, Any]:
-        record = self.trials.setdefault(
-            trial.trial_id, {"status": "RUNNING", "attempts": 1, "values": None, "epochs": 0, "history": {}}
-        )
-        record.setdefault("folder", Path(trial.path).name if getattr(trial, "path", None) else None)
-        return record
+        if trial.trial_id not in self.trials:  # the folder names the trial in the results (``trial_rows``)
+            folder = Path(trial.path).name if getattr(trial, "path", None) else None
+            self.trials[trial.trial_id] = {
+                "status": "RUNNING",
+                "attempts": 1,
+                "values": None,
+                "epochs": 0,
+                "history": {},
+                "folder": folder,
+            }
+        return self.trials[trial.trial_id]
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info) -> None:
         record = self.record(trial)

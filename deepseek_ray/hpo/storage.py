@@ -84,25 +84,24 @@ class _ReplaceOnClose:
         if self.closed:
             return
         self.closed = True
+        gate = _GATES.get(os.path.dirname(self.path))  # set for the experiment's top level: its state files
         if self.memory is None:  # spilled: written beside the target already
             self.spill.close()  # type: ignore[union-attr]
-            _put_in_place(self.spill.name, self.path)  # type: ignore[union-attr]
+            _put_in_place(self.spill.name, self.path, gate)  # type: ignore[union-attr]
             return
         data = self.memory.getvalue()
         if self.check_json and not _is_json(data):
             return  # a copy of a file Tune was rewriting: the last whole one stays
-        gate = _GATES.get(os.path.dirname(self.path))  # the experiment's top level: its state files
         held = gate is not None and gate.copy_under_way()
         if not held and _holds(self.path, data):
             return  # nothing new (a held file may have an older copy waiting: it is always written)
         with _temp_beside(self.path) as temp:
             temp.write(data)
-        _put_in_place(temp.name, self.path)
+        _put_in_place(temp.name, self.path, gate)
 
 
-def _put_in_place(temp: str, path: str) -> None:
+def _put_in_place(temp: str, path: str, gate: CopyGate | None) -> None:
     """Rename ``temp`` over ``path`` now, or with the rest of the experiment's state once its copy ends."""
-    gate = _GATES.get(os.path.dirname(path))
     if gate is None or not gate.defer(temp, path):
         os.replace(temp, path)
 
